@@ -1,0 +1,259 @@
+"""Clarion's settings: one typed, frozen object read from ``CLARION_*`` variables.
+
+Every field documents its variable and default; :func:`Settings.from_env`
+fails at start-up with a :class:`~clarion.errors.SettingsError` naming the
+variable whose value it cannot use. ``clarion settings`` prints them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from clarion.errors import SettingsError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}, got {raw!r}")
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"must be a number greater than 0, got {raw!r}")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(f"must be an integer greater than 0, got {raw!r}")
+    return value
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        scheme = raw.split(":", 1)[0].split("+", 1)[0].lower()
+        if "://" not in raw or scheme not in schemes:
+            raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}, got {scheme!r}")
+        return raw
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    return dataclasses.field(
+        default=default,
+        metadata={"env": env, "parse": parse, "doc": doc, "secret": secret},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # --- storage and broker -------------------------------------------------
+    database_url: str | None = setting(
+        "CLARION_DATABASE_URL", None, _url("postgresql", "postgres", "sqlite"),
+        "SQLAlchemy URL of the database. Unset: the embedded default, a SQLite file "
+        "clarion.db in the working directory (demo and local trials only).",
+    )
+    broker_url: str = setting(
+        "CLARION_BROKER_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "amqp", "amqps"),
+        "Dramatiq broker: redis:// (default) or amqp:// for RabbitMQ.",
+    )
+    redis_url: str = setting(
+        "CLARION_REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss"),
+        "Redis for real-time publishing (in-app channel, event stream).",
+    )
+    platform_foreign_keys: bool = setting(
+        "CLARION_PLATFORM_FOREIGN_KEYS", False, _bool,
+        "true where the platform's users, auctions, bids and auction_items tables exist in "
+        "the same database: migrations then create the spec's foreign keys to them. false "
+        "(standalone): the columns stay, indexed, without those constraints.",
+    )
+    # --- scheduler ------------------------------------------------------------
+    poll_interval: float = setting(
+        "CLARION_POLL_INTERVAL", 2.0, _positive_float,
+        "Seconds between scheduler polls when no NOTIFY wakes it.",
+    )
+    batch_size: int = setting(
+        "CLARION_BATCH_SIZE", 500, _positive_int, "Notifications claimed per scheduler batch."
+    )
+    lease_seconds: float = setting(
+        "CLARION_LEASE_SECONDS", 300.0, _positive_float,
+        "How long a claimed delivery may stay queued or sending with no outcome before the "
+        "scheduler enqueues it again.",
+    )
+    # --- retries ----------------------------------------------------------------
+    retry_min_backoff: float = setting(
+        "CLARION_RETRY_MIN_BACKOFF", 5.0, _positive_float,
+        "Seconds before the first retry of a retryable error; doubles each attempt, with jitter.",
+    )
+    retry_max_backoff: float = setting(
+        "CLARION_RETRY_MAX_BACKOFF", 3600.0, _positive_float, "Upper bound of a retry backoff, seconds."
+    )
+    max_retry_after: float = setting(
+        "CLARION_MAX_RETRY_AFTER", 900.0, _positive_float,
+        "A provider's Retry-After is clamped to this many seconds.",
+    )
+    # --- providers --------------------------------------------------------------
+    provider_timeout: float = setting(
+        "CLARION_PROVIDER_TIMEOUT", 10.0, _positive_float,
+        "Timeout in seconds of every provider network call.",
+    )
+    email_provider: str = setting(
+        "CLARION_EMAIL_PROVIDER", "ses", _choice("ses", "smtp"), "Email provider: ses or smtp."
+    )
+    email_from: str = setting(
+        "CLARION_EMAIL_FROM", "notifications@clarion.invalid", _str, "From address of emails."
+    )
+    ses_region: str = setting("CLARION_SES_REGION", "us-east-1", _str, "AWS region of SES.")
+    ses_endpoint_url: str | None = setting(
+        "CLARION_SES_ENDPOINT_URL", None, _optional_str,
+        "Override of the SES endpoint (a local sandbox in tests and the demo).",
+    )
+    ses_configuration_set: str | None = setting(
+        "CLARION_SES_CONFIGURATION_SET", None, _optional_str, "SES configuration set name."
+    )
+    aws_access_key_id: str | None = setting(
+        "CLARION_AWS_ACCESS_KEY_ID", None, _optional_str,
+        "AWS key id for SES; unset: boto3's own credential chain.", secret=True,
+    )
+    aws_secret_access_key: str | None = setting(
+        "CLARION_AWS_SECRET_ACCESS_KEY", None, _optional_str, "AWS secret key for SES.", secret=True
+    )
+    smtp_host: str = setting("CLARION_SMTP_HOST", "127.0.0.1", _str, "SMTP server host.")
+    smtp_port: int = setting("CLARION_SMTP_PORT", 25, _positive_int, "SMTP server port.")
+    smtp_username: str | None = setting(
+        "CLARION_SMTP_USERNAME", None, _optional_str, "SMTP user name.", secret=True
+    )
+    smtp_password: str | None = setting(
+        "CLARION_SMTP_PASSWORD", None, _optional_str, "SMTP password.", secret=True
+    )
+    smtp_starttls: bool = setting("CLARION_SMTP_STARTTLS", False, _bool, "Use STARTTLS.")
+    twilio_account_sid: str | None = setting(
+        "CLARION_TWILIO_ACCOUNT_SID", None, _optional_str, "Twilio account SID.", secret=True
+    )
+    twilio_auth_token: str | None = setting(
+        "CLARION_TWILIO_AUTH_TOKEN", None, _optional_str, "Twilio auth token.", secret=True
+    )
+    twilio_from: str | None = setting(
+        "CLARION_TWILIO_FROM", None, _optional_str, "Sender number (E.164) for SMS."
+    )
+    twilio_messaging_service_sid: str | None = setting(
+        "CLARION_TWILIO_MESSAGING_SERVICE_SID", None, _optional_str,
+        "Twilio messaging service; used instead of CLARION_TWILIO_FROM when set.",
+    )
+    twilio_base_url: str | None = setting(
+        "CLARION_TWILIO_BASE_URL", None, _optional_str,
+        "Override of the Twilio API base URL (a local sandbox).",
+    )
+    fcm_service_account_file: str | None = setting(
+        "CLARION_FCM_SERVICE_ACCOUNT_FILE", None, _optional_str,
+        "Path of the Firebase service account JSON.",
+    )
+    fcm_project_id: str | None = setting(
+        "CLARION_FCM_PROJECT_ID", None, _optional_str, "Firebase project id."
+    )
+    fcm_endpoint: str | None = setting(
+        "CLARION_FCM_ENDPOINT", None, _optional_str,
+        "Override of the FCM v1 base URL, e.g. http://127.0.0.1:PORT/v1/projects (a sandbox).",
+    )
+    webhook_allow_private: bool = setting(
+        "CLARION_WEBHOOK_ALLOW_PRIVATE", False, _bool,
+        "Allow webhook endpoints on loopback, private and link-local addresses.",
+    )
+    # --- logging --------------------------------------------------------------------
+    log_level: str = setting(
+        "CLARION_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``).
+
+        Raises :class:`SettingsError` naming the first variable with a bad value.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = field.metadata["env"]
+            if name not in env:
+                continue
+            try:
+                values[field.name] = field.metadata["parse"](env[name])
+            except ValueError as exc:
+                raise SettingsError(name, str(exc)) from None
+        settings = cls(**values)
+        if settings.retry_max_backoff < settings.retry_min_backoff:
+            raise SettingsError(
+                "CLARION_RETRY_MAX_BACKOFF", "must not be smaller than CLARION_RETRY_MIN_BACKOFF"
+            )
+        return settings
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite default."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path.cwd() / 'clarion.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database is configured and Clarion runs on SQLite."""
+        return self.effective_database_url.startswith("sqlite")
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, shown value, doc) for each setting; secrets are masked."""
+        rows = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            shown = "(unset)" if value is None else str(value)
+            if field.metadata["secret"] and value is not None:
+                shown = "********"
+            rows.append((field.metadata["env"], shown, field.metadata["doc"]))
+        return rows
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def reset_settings(settings: Settings | None = None) -> None:
+    """Replace (or forget) the cached settings; for tests and the demo."""
+    global _current
+    _current = settings

@@ -1,0 +1,315 @@
+"""The application API: create notifications inside the caller's transaction.
+
+``notify()`` writes one pending row to ``notifications``; the scheduler picks
+it up after the transaction commits (a transactional outbox). Nothing is sent
+if the caller rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from clarion.db import session_factory
+from clarion.errors import NotFoundError, TemplateError, ValidationError
+from clarion.templating import render
+from models import (
+    Category,
+    Channel,
+    Notification,
+    NotificationStatus,
+    NotificationTemplate,
+    Priority,
+)
+
+UUIDLike = uuid.UUID | str
+
+TITLE_MAX = 255
+ACTION_URL_MAX = 500
+ACTION_LABEL_MAX = 100
+IDEMPOTENCY_KEY_MAX = 255
+MAX_ATTEMPTS_LIMIT = 100
+
+
+def notify(
+    user_id: UUIDLike,
+    *,
+    template: str | None = None,
+    template_data: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    message: str | None = None,
+    category: Category | str | None = None,
+    priority: Priority | str | None = None,
+    channels: Sequence[Channel | str] | None = None,
+    scheduled_at: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    auction_id: UUIDLike | None = None,
+    bid_id: UUIDLike | None = None,
+    item_id: UUIDLike | None = None,
+    action_url: str | None = None,
+    action_label: str | None = None,
+    rich_content: Any = None,
+    tags: Any = None,
+    metadata: Any = None,
+    max_attempts: int = 3,
+    idempotency_key: str | None = None,
+    session: Session | None = None,
+) -> Notification:
+    """Create a pending notification for ``user_id`` and return its row.
+
+    Give either ``template`` (``"auction_type/event"``, e.g. ``"english/outbid"``,
+    rendered with ``template_data``) or ``title`` and ``message``. ``category``,
+    ``priority`` and ``channels`` default to the template's (without a
+    template, ``category`` and ``channels`` are required and ``priority``
+    defaults to normal).
+
+    With ``session`` the row joins the caller's transaction and is flushed,
+    not committed: it is sent only if the caller commits. Without, Clarion
+    commits it in a transaction of its own.
+
+    With ``idempotency_key``, a second call with the same key returns the
+    first notification instead of creating another, also when two calls race.
+
+    Raises :class:`~clarion.errors.ValidationError` naming the first invalid
+    argument, :class:`~clarion.errors.TemplateError` for a template that cannot
+    be rendered, :class:`~clarion.errors.NotFoundError` for an unknown template.
+    """
+    if session is None:
+        with session_factory()() as own, own.begin():
+            return notify(**_arguments(locals()), session=own)
+
+    user = _uuid("user_id", user_id)
+    tmpl = _load_template(session, template) if template is not None else None
+    if tmpl is not None:
+        if title is not None or message is not None:
+            raise ValidationError("template", "give either a template or title and message")
+        data = _template_data(template_data)
+        html = tmpl.body_format == "html"
+        try:
+            title = render(tmpl.title, data)
+            message = render(tmpl.message, data, html=html)
+        except TemplateError as exc:
+            raise TemplateError(f"template {tmpl.key}: {exc}") from exc
+        category = category if category is not None else tmpl.category
+        priority = priority if priority is not None else tmpl.priority
+        channels = channels if channels is not None else tmpl.channels
+    else:
+        if template_data is not None:
+            _template_data(template_data)
+        if title is None or message is None:
+            raise ValidationError(
+                "title" if title is None else "message",
+                "is required when no template is given",
+            )
+        if category is None:
+            raise ValidationError("category", "is required when no template is given")
+        if channels is None:
+            raise ValidationError("channels", "is required when no template is given")
+
+    values = {
+        "user_id": user,
+        "category": _enum("category", Category, category),
+        "priority": _enum("priority", Priority, priority or Priority.NORMAL),
+        "title": _text("title", title, TITLE_MAX),
+        "message": _text("message", message, None),
+        "auction_id": _optional_uuid("auction_id", auction_id),
+        "bid_id": _optional_uuid("bid_id", bid_id),
+        "item_id": _optional_uuid("item_id", item_id),
+        "action_url": _action_url(action_url),
+        "action_label": _optional_text("action_label", action_label, ACTION_LABEL_MAX),
+        "rich_content": _json("rich_content", rich_content),
+        "template_id": tmpl.template_id if tmpl is not None else None,
+        "template_data": _json("template_data", dict(template_data)) if template_data else None,
+        "tags": _json("tags", tags),
+        "metadata": _json("metadata", metadata),
+        "max_attempts": _max_attempts(max_attempts),
+        "idempotency_key": _optional_text("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_MAX),
+        "status": NotificationStatus.PENDING,
+    }
+    chosen = _channels(channels)
+    values["delivery_channels"] = [c.value for c in chosen]
+    # The spec's single-valued notification_type is the first (primary) channel.
+    values["notification_type"] = chosen[0]
+    values["scheduled_at"], values["expires_at"] = _schedule(scheduled_at, expires_at)
+    return _insert(session, values)
+
+
+# --- insertion -----------------------------------------------------------------
+
+
+def _insert(session: Session, values: dict[str, Any]) -> Notification:
+    now = dt.datetime.now(dt.UTC)
+    notification_id = uuid.uuid4()
+    row = {**values, "notification_id": notification_id, "created_at": now, "updated_at": now}
+    row["delivery_attempts"] = 0
+    row["is_read"] = False
+    row["is_archived"] = False
+    key = values["idempotency_key"]
+    table = Notification.__table__
+    assert isinstance(table, sa.Table)
+    if key is None:
+        session.execute(sa.insert(table).values(row))
+    else:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # ON CONFLICT makes a racing second insert wait for the first
+        # transaction, then do nothing if it committed: exactly one row.
+        stmt = (
+            insert(table)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(table.c.notification_id)
+        )
+        inserted = session.execute(stmt).scalar_one_or_none()
+        if inserted is None:
+            existing = session.scalars(
+                sa.select(Notification).where(Notification.idempotency_key == key)
+            ).one()
+            if existing.user_id != values["user_id"]:
+                raise ValidationError(
+                    "idempotency_key", "is already used by a notification for another user"
+                )
+            return existing
+    return session.get_one(Notification, notification_id)
+
+
+def _load_template(session: Session, key: str) -> NotificationTemplate:
+    if not isinstance(key, str) or key.count("/") != 1:
+        raise ValidationError("template", f"expected 'auction_type/event', got {key!r}")
+    auction_type, event = key.split("/")
+    tmpl = session.scalars(
+        sa.select(NotificationTemplate).where(
+            NotificationTemplate.auction_type == auction_type,
+            NotificationTemplate.event == event,
+            NotificationTemplate.is_active.is_(True),
+        )
+    ).one_or_none()
+    if tmpl is None:
+        raise NotFoundError(f"template: no active template {key!r}")
+    return tmpl
+
+
+# --- validation ------------------------------------------------------------------
+
+
+def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in scope.items() if k != "session"}
+
+
+def _uuid(field: str, value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError(field, f"expected a UUID, got {value!r}")
+
+
+def _optional_uuid(field: str, value: object) -> uuid.UUID | None:
+    return None if value is None else _uuid(field, value)
+
+
+def _enum(field: str, enum_class: type[Any], value: object) -> Any:
+    try:
+        return enum_class(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_class)
+        raise ValidationError(field, f"unknown {field} {value!r}; expected one of {allowed}") from None
+
+
+def _channels(value: Iterable[Channel | str] | str | None) -> list[Channel]:
+    if value is None or isinstance(value, str | bytes):
+        raise ValidationError("channels", f"expected a list of channels, got {value!r}")
+    chosen: list[Channel] = []
+    for item in value:
+        try:
+            channel = Channel(item)
+        except ValueError:
+            allowed = ", ".join(c.value for c in Channel)
+            raise ValidationError(
+                "channels", f"unknown channel {item!r}; expected one of {allowed}"
+            ) from None
+        if channel not in chosen:
+            chosen.append(channel)
+    if not chosen:
+        raise ValidationError("channels", "at least one channel is required")
+    return chosen
+
+
+def _text(field: str, value: object, limit: int | None) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty")
+    if limit is not None and len(value) > limit:
+        raise ValidationError(field, f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def _optional_text(field: str, value: object, limit: int) -> str | None:
+    return None if value is None else _text(field, value, limit)
+
+
+def _action_url(value: str | None) -> str | None:
+    url = _optional_text("action_url", value, ACTION_URL_MAX)
+    if url is not None and not url.startswith(("https://", "http://", "/")):
+        raise ValidationError("action_url", "must be an http(s) URL or a path starting with /")
+    return url
+
+
+def _json(field: str, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(field, f"must be JSON-serialisable: {exc}") from None
+    return value
+
+
+def _template_data(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValidationError("template_data", "expected a mapping of names to values")
+    return value
+
+
+def _max_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("max_attempts", f"expected an integer, got {value!r}")
+    if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise ValidationError("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    return value
+
+
+def _aware(field: str, value: object) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(field, "must be timezone-aware (e.g. datetime.now(UTC))")
+    return value.astimezone(dt.UTC)
+
+
+def _schedule(
+    scheduled_at: object, expires_at: object
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    start = _aware("scheduled_at", scheduled_at)
+    end = _aware("expires_at", expires_at)
+    if end is not None:
+        if end <= dt.datetime.now(dt.UTC):
+            raise ValidationError("expires_at", "is in the past")
+        if start is not None and end <= start:
+            raise ValidationError("expires_at", "must be after scheduled_at")
+    return start, end

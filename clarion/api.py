@@ -82,8 +82,9 @@ def notify(
     be rendered, :class:`~clarion.errors.NotFoundError` for an unknown template.
     """
     if session is None:
+        arguments = _arguments(locals())
         with session_factory()() as own, own.begin():
-            return notify(**_arguments(locals()), session=own)
+            return notify(**arguments, session=own)
 
     user = _uuid("user_id", user_id)
     tmpl = _load_template(session, template) if template is not None else None

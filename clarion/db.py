@@ -43,9 +43,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@functools.cache
 def get_engine(url: str | None = None) -> Engine:
     """The process's shared engine for ``url`` (default: the configured database)."""
+    return _shared_engine(normalize_url(url or get_settings().effective_database_url))
+
+
+@functools.cache
+def _shared_engine(url: str) -> Engine:
     return make_engine(url)
 
 

@@ -216,6 +216,8 @@ class Delivery(Base):
     status: Mapped[DeliveryStatus] = mapped_column(DeliveryStatusType)
     #: Provider calls made for this delivery that counted against max_attempts.
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0", default=0)
+    #: Throttled answers (429): they wait for Retry-After and do not burn attempts.
+    throttles: Mapped[int] = mapped_column(sa.Integer, server_default="0", default=0)
     #: A claim with no outcome by then is enqueued again by the scheduler.
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     queue_name: Mapped[str | None] = mapped_column(sa.String(64))

@@ -233,6 +233,7 @@ def upgrade() -> None:
     sa.Column('channel', sa.Enum('email', 'sms', 'push', 'in_app', 'webhook', name='notification_channel', create_constraint=True), nullable=False),
     sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'delivered', 'failed', 'cancelled', name='delivery_status', create_constraint=True), nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('throttles', sa.Integer(), server_default='0', nullable=False),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('queue_name', sa.String(length=64), nullable=True),
     sa.Column('message_id', sa.String(length=64), nullable=True),

@@ -1,0 +1,35 @@
+"""Build a scheduler from the settings (``clarion scheduler``)."""
+
+from __future__ import annotations
+
+import dramatiq
+import sqlalchemy as sa
+
+from clarion.db import make_engine, session_factory
+from clarion.settings import Settings
+from models.repository import Repository
+from scheduler.daemon import Scheduler
+
+
+def build_scheduler(
+    settings: Settings,
+    broker: dramatiq.Broker,
+    actors: dict[str, dramatiq.Actor[[str], None]],
+) -> Scheduler:
+    url = settings.effective_database_url
+    engine = make_engine(url)
+    listen_url = None
+    if engine.dialect.name == "postgresql":
+        # psycopg wants a libpq URL, without SQLAlchemy's driver suffix.
+        listen_url = sa.make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+    return Scheduler(
+        Repository(session_factory(engine)),
+        broker,
+        actors,
+        batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+        listen_url=listen_url,
+    )

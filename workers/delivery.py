@@ -1,0 +1,294 @@
+"""Deliver one delivery: guard, send, decide, write back.
+
+This is everything an actor does, free of Dramatiq so that it can be driven
+directly by tests and the demo. The actor turns the returned
+:class:`Outcome` into a Dramatiq action (done, ``Retry(delay)``, dead letter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy.exc
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from channels.addresses import address_problem
+from channels.base import (
+    BadAddressError,
+    ChannelError,
+    OutgoingMessage,
+    Receipt,
+    ThrottledError,
+)
+from channels.registry import Providers
+from models.enums import AttemptOutcome, Channel
+from models.repository import AttemptRecord, Repository, SendJob, utcnow
+from workers.retry_policy import Action, RetryPolicy, decide
+
+log = logging.getLogger("clarion.delivery")
+
+T = TypeVar("T")
+
+#: Channels that reach every active address of the user (one request each);
+#: the others use the most recently added active address.
+FAN_OUT = frozenset({Channel.PUSH, Channel.WEBHOOK})
+
+
+class Result(enum.StrEnum):
+    DROPPED = "dropped"  # not sendable (redelivery, cancelled, expired)
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    RETRY = "retry"
+    EXHAUSTED = "exhausted"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    result: Result
+    delay_ms: int = 0
+    error: str | None = None
+
+
+def _transient_db_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        )
+    return False
+
+
+class Deliverer:
+    def __init__(
+        self,
+        repository: Repository,
+        providers: Providers,
+        *,
+        policy: RetryPolicy,
+        lease_seconds: float,
+        writeback_deadline: float = 60.0,
+    ) -> None:
+        self.repository = repository
+        self.providers = providers
+        self.policy = policy
+        self.lease_seconds = lease_seconds
+        # A message the provider accepted must be recorded, not sent again:
+        # transient database errors during the write-back are retried for up
+        # to this long (well inside the lease, so the sweeper never races it).
+        self._writeback = Retrying(
+            retry=retry_if_exception(_transient_db_error),
+            stop=stop_after_delay(min(writeback_deadline, lease_seconds / 2)),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            reraise=True,
+        )
+
+    def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._writeback(fn, *args, **kwargs)
+
+    def deliver(self, delivery_id: uuid.UUID) -> Outcome:
+        job = self._write(
+            self.repository.start_sending, delivery_id, lease_seconds=self.lease_seconds
+        )
+        if job is None:
+            log.info("delivery %s is not sendable (already handled); message dropped", delivery_id)
+            return Outcome(Result.DROPPED)
+        try:
+            provider = self.providers.get(job.channel)
+        except ChannelError as exc:
+            return self._fail_without_attempt(job, str(exc))
+        targets = self._targets(job)
+        if not targets:
+            return self._fail_without_attempt(
+                job, f"no address: the user has no active {job.channel.value} address"
+            )
+
+        records: list[AttemptRecord] = []
+        receipts: list[Receipt] = []
+        errors: list[tuple[uuid.UUID | None, ChannelError]] = []
+        for address_id, message in targets:
+            started = utcnow()
+            clock = time.perf_counter()
+            try:
+                problem = address_problem(job.channel, message.to)
+                if problem is not None:
+                    raise BadAddressError(problem, provider=provider.name)
+                receipt = provider.send(message)
+            except ChannelError as exc:
+                errors.append((address_id, exc))
+                records.append(_failed_record(exc, provider.name, started, clock))
+            else:
+                receipts.append(receipt)
+                records.append(
+                    AttemptRecord(
+                        outcome=AttemptOutcome.DELIVERED
+                        if receipt.delivered
+                        else AttemptOutcome.SENT,
+                        provider=receipt.provider,
+                        started_at=started,
+                        duration_ms=_elapsed_ms(clock),
+                        response=receipt.response,
+                        provider_message_id=receipt.provider_message_id,
+                    )
+                )
+
+        dead = [aid for aid, exc in errors if isinstance(exc, BadAddressError) and exc.disable_address and aid]
+        if dead:
+            self._write(
+                self.repository.disable_addresses,
+                dead,
+                f"{provider.name} reported the address invalid or unregistered",
+            )
+
+        if receipts:
+            delivered = any(r.delivered for r in receipts)
+            self._write(self.repository.record_success, job, records, delivered=delivered)
+            log.info(
+                "notification %s delivery %s %s via %s",
+                job.notification_id,
+                job.delivery_id,
+                "delivered" if delivered else "sent",
+                provider.name,
+            )
+            return Outcome(Result.DELIVERED if delivered else Result.SENT)
+
+        error = _worst(errors)
+        attempts = job.attempts + 1
+        throttles = job.throttles + (1 if isinstance(error, ThrottledError) else 0)
+        decision = decide(
+            error,
+            attempts=attempts,
+            throttles=throttles,
+            max_attempts=job.max_attempts,
+            policy=self.policy,
+        )
+        text = f"{type(error).__name__}: {error}"
+        if decision.action is Action.RETRY:
+            retry_at = utcnow() + dt.timedelta(seconds=decision.delay)
+            self._write(
+                self.repository.record_failure,
+                job,
+                records,
+                final=False,
+                counts_attempt=decision.counts_attempt,
+                error=text,
+                retry_at=retry_at,
+                lease_seconds=self.lease_seconds,
+            )
+            log.warning(
+                "notification %s delivery %s: %s (%s); retrying in %.1f s",
+                job.notification_id,
+                job.delivery_id,
+                type(error).__name__,
+                decision.reason,
+                decision.delay,
+            )
+            return Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text)
+        exhausted = decision.action is Action.EXHAUSTED
+        self._write(
+            self.repository.record_failure,
+            job,
+            records,
+            final=True,
+            counts_attempt=decision.counts_attempt,
+            error=text,
+            dead_letter=exhausted,
+        )
+        log.warning(
+            "notification %s delivery %s failed: %s (%s)",
+            job.notification_id,
+            job.delivery_id,
+            type(error).__name__,
+            decision.reason,
+        )
+        return Outcome(Result.EXHAUSTED if exhausted else Result.FAILED, error=text)
+
+    def _fail_without_attempt(self, job: SendJob, error: str) -> Outcome:
+        self._write(self.repository.record_failure, job, [], final=True, error=error)
+        log.warning(
+            "notification %s delivery %s failed: %s",
+            job.notification_id,
+            job.delivery_id,
+            error.split(":")[0],
+        )
+        return Outcome(Result.FAILED, error=error)
+
+    def _targets(self, job: SendJob) -> list[tuple[uuid.UUID | None, OutgoingMessage]]:
+        def message(to: str, secret: str | None = None) -> OutgoingMessage:
+            data = {
+                "notification_id": str(job.notification_id),
+                "category": job.category,
+                "priority": job.priority,
+            }
+            if job.auction_id is not None:
+                data["auction_id"] = str(job.auction_id)
+            return OutgoingMessage(
+                notification_id=job.notification_id,
+                delivery_id=job.delivery_id,
+                channel=job.channel,
+                to=to,
+                title=job.title,
+                body=job.message,
+                html=job.message if job.html else None,
+                action_url=job.action_url,
+                action_label=job.action_label,
+                data=data,
+                secret=secret,
+                idempotency_key=f"msg_{job.delivery_id.hex}",
+            )
+
+        if job.channel is Channel.IN_APP:
+            return [(None, message(str(job.user_id)))]
+        addresses = job.addresses if job.channel in FAN_OUT else job.addresses[:1]
+        return [(a.address_id, message(a.address, a.secret)) for a in addresses]
+
+
+def _elapsed_ms(clock: float) -> int:
+    return int((time.perf_counter() - clock) * 1000)
+
+
+def _failed_record(
+    exc: ChannelError, provider: str, started: dt.datetime, clock: float
+) -> AttemptRecord:
+    if isinstance(exc, BadAddressError):
+        outcome = AttemptOutcome.BAD_ADDRESS
+    elif isinstance(exc, ThrottledError):
+        outcome = AttemptOutcome.THROTTLED
+    elif exc.retryable:
+        outcome = AttemptOutcome.RETRYABLE
+    else:
+        outcome = AttemptOutcome.PERMANENT
+    response = dict(exc.response)
+    response.setdefault("error", type(exc).__name__)
+    return AttemptRecord(
+        outcome=outcome,
+        provider=exc.provider or provider,
+        started_at=started,
+        duration_ms=_elapsed_ms(clock),
+        response=response,
+        request_id=exc.request_id,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+
+
+def _worst(errors: list[tuple[uuid.UUID | None, ChannelError]]) -> ChannelError:
+    """With several addresses and no success: a retryable error wins (one may
+    still get through), then a throttle, then the first permanent one."""
+    for _, exc in errors:
+        if exc.retryable and not isinstance(exc, ThrottledError):
+            return exc
+    for _, exc in errors:
+        if isinstance(exc, ThrottledError):
+            return exc
+    return errors[0][1]

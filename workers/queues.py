@@ -1,0 +1,27 @@
+"""Queue names: one per channel, and a fast lane per channel for urgent traffic.
+
+Redis has no broker-side priority, and an actor's ``priority`` only orders a
+worker's local prefetch: a backlog in ``email`` would hold an urgent message
+behind thousands. So ``urgent`` and ``high`` notifications go to
+``<channel>_urgent``, a queue of their own consumed by the same workers with a
+higher actor priority; ``normal`` and ``low`` go to ``<channel>``.
+"""
+
+from __future__ import annotations
+
+from models.enums import Channel, Priority
+
+FAST_LANE = frozenset({Priority.URGENT, Priority.HIGH})
+
+
+def queue_for(channel: Channel | str, priority: Priority | str) -> str:
+    base = Channel(channel).value
+    return f"{base}_urgent" if Priority(priority) in FAST_LANE else base
+
+
+def all_queues() -> list[str]:
+    return [q for c in Channel for q in (c.value, f"{c.value}_urgent")]
+
+
+def channel_of(queue_name: str) -> Channel:
+    return Channel(queue_name.removesuffix("_urgent"))

@@ -1,0 +1,58 @@
+"""Wiring: settings -> engine -> repository -> providers -> deliverer, once per process.
+
+Worker processes are forked by Dramatiq after the module is imported, so the
+engine and the provider clients are built on first use, in the child.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from channels.registry import Providers
+from clarion.db import make_engine, session_factory
+from clarion.settings import Settings, get_settings
+from models.repository import Repository
+from workers.delivery import Deliverer
+from workers.retry_policy import RetryPolicy
+
+_lock = threading.Lock()
+_deliverer: Deliverer | None = None
+_pid: int | None = None
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        min_backoff=settings.retry_min_backoff,
+        max_backoff=settings.retry_max_backoff,
+        max_retry_after=settings.max_retry_after,
+    )
+
+
+def build_deliverer(settings: Settings, providers: Providers | None = None) -> Deliverer:
+    engine = make_engine(settings.effective_database_url)
+    return Deliverer(
+        Repository(session_factory(engine)),
+        providers or Providers(settings),
+        policy=policy_from(settings),
+        lease_seconds=settings.lease_seconds,
+    )
+
+
+def get_deliverer() -> Deliverer:
+    """This process's deliverer (rebuilt after a fork)."""
+    global _deliverer, _pid
+    if _deliverer is None or _pid != os.getpid():
+        with _lock:
+            if _deliverer is None or _pid != os.getpid():
+                _deliverer = build_deliverer(get_settings())
+                _pid = os.getpid()
+    return _deliverer
+
+
+def set_deliverer(deliverer: Deliverer | None) -> None:
+    """Install a deliverer for this process (the embedded demo, tests)."""
+    global _deliverer, _pid
+    with _lock:
+        _deliverer = deliverer
+        _pid = os.getpid() if deliverer is not None else None

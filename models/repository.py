@@ -25,7 +25,13 @@ from models.enums import (
     NotificationStatus,
     Priority,
 )
-from models.notifications import Delivery, DeliveryAttempt, Notification, UserAddress
+from models.notifications import (
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    NotificationTemplate,
+    UserAddress,
+)
 
 log = logging.getLogger("clarion.repository")
 
@@ -378,10 +384,9 @@ class Repository:
             html = False
             if row.template_id is not None:
                 fmt = s.scalar(
-                    sa.text(
-                        "SELECT body_format FROM notification_templates WHERE template_id = :t"
-                    ),
-                    {"t": row.template_id},
+                    sa.select(NotificationTemplate.body_format).where(
+                        NotificationTemplate.template_id == row.template_id
+                    )
                 )
                 html = fmt == "html"
             return SendJob(

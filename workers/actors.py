@@ -69,6 +69,8 @@ def declare_actors(
                 broker=broker,
                 priority=URGENT_PRIORITY if urgent else ROUTINE_PRIORITY,
                 retry_when=retry_when,
+                # Listed in throws: dead-lettered at once, logged without a traceback.
+                throws=(DeliveryExhausted,),
                 time_limit=TIME_LIMIT_MS,
             )
             actors[queue] = decorate(deliver)

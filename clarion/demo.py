@@ -1,0 +1,342 @@
+"""``clarion demo``: the spec's auction notifications, end to end, on this machine.
+
+With nothing configured it runs on the embedded default: a SQLite file
+(``clarion-demo.db``, recreated each run), an in-process broker and workers,
+and the provider sandboxes. With ``CLARION_DATABASE_URL`` set it migrates that
+database and runs real ``clarion scheduler`` and ``clarion worker`` processes
+on ``CLARION_BROKER_URL``, the sandboxes still standing in for the providers.
+
+It creates demo users with addresses, sends the six auction notifications
+across all five channels (one scheduled a few seconds ahead), one that fails
+once and is retried, and one that exhausts its attempts and dead-letters; it
+shows progress, then a table of the rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from channels.sandboxes.farm import SandboxFarm
+from channels.sandboxes.http import Fault
+from clarion import migrate
+from clarion.api import notify
+from clarion.db import make_engine, session_factory
+from clarion.settings import Settings, get_settings, reset_settings
+from models import Channel, Delivery, Notification, UserAddress
+from models.enums import DeliveryStatus
+
+TERMINAL = {"sent", "delivered", "failed", "cancelled", "read", "clicked"}
+DEMO_DB = "clarion-demo.db"
+TIMEOUT = 90.0
+
+
+def run_demo(*, fast: bool = False) -> int:
+    # Wide enough for the table when the output is a file or a CI log.
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    settings = get_settings()
+    embedded = settings.database_url is None
+    with SandboxFarm() as farm:
+        env = {
+            **farm.environment(),
+            "CLARION_RETRY_MIN_BACKOFF": "0.5",
+            "CLARION_RETRY_MAX_BACKOFF": "2",
+            "CLARION_POLL_INTERVAL": "0.25" if embedded else "1",
+        }
+        if embedded:
+            path = Path.cwd() / DEMO_DB
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            env["CLARION_DATABASE_URL"] = f"sqlite:///{path}"
+            console.print(f"[bold]Embedded mode[/]: SQLite {path}, in-process broker and workers")
+        else:
+            env["CLARION_DATABASE_URL"] = settings.database_url or ""
+            env["CLARION_BROKER_URL"] = settings.broker_url
+            env["CLARION_REDIS_URL"] = settings.redis_url
+            console.print(
+                f"[bold]Configured mode[/]: {_safe_url(settings.database_url or '')}, broker "
+                f"{_safe_url(settings.broker_url)}, real scheduler and worker processes"
+            )
+        demo_settings = Settings.from_env({**os.environ, **env})
+        reset_settings(demo_settings)
+        migrate.upgrade(demo_settings.effective_database_url)
+        engine = make_engine(demo_settings.effective_database_url)
+        sessions = session_factory(engine)
+
+        ids = _create_demo_data(sessions, farm, console)
+        runner = (
+            _EmbeddedRunner(demo_settings) if embedded else _ProcessRunner({**os.environ, **env})
+        )
+        runner.start()
+        try:
+            ok = _watch(sessions, ids, console)
+        finally:
+            runner.stop()
+        _report(sessions, ids, console, runner.dead_letters())
+        console.print(f"provider calls: {farm.request_counts()}")
+        engine.dispose()
+    reset_settings(None)
+    return 0 if ok else 1
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+# --- demo data --------------------------------------------------------------------------
+
+
+def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> list[uuid.UUID]:
+    alice, bob, carol, dave = (uuid.uuid4() for _ in range(4))
+    secret = "whsec_ZGVtby1zaWduaW5nLXNlY3JldC0xMjM0NTY3OA=="
+    dead_token = "fcm-token-bob-uninstalled"
+    farm.fcm.unregister(dead_token)
+    with sessions.begin() as s:
+        s.add_all(
+            [
+                UserAddress(user_id=alice, channel=Channel.EMAIL, address="alice@example.com"),
+                UserAddress(user_id=alice, channel=Channel.SMS, address="+14155550101"),
+                UserAddress(user_id=alice, channel=Channel.PUSH, address="fcm-token-alice-phone"),
+                UserAddress(
+                    user_id=alice,
+                    channel=Channel.WEBHOOK,
+                    address=f"{farm.webhook.url}/alice",
+                    secret=secret,
+                ),
+                UserAddress(user_id=bob, channel=Channel.EMAIL, address="bob@example.com"),
+                UserAddress(user_id=bob, channel=Channel.PUSH, address=dead_token),
+                UserAddress(user_id=carol, channel=Channel.EMAIL, address="carol@example.com"),
+                UserAddress(
+                    user_id=dave,
+                    channel=Channel.WEBHOOK,
+                    address=f"{farm.webhook.url}/dave-broken",
+                    secret=secret,
+                ),
+            ]
+        )
+    # Alice's SMS provider hiccups once (503): retried, then delivered.
+    farm.twilio.fail(Fault(status=503), times=1)
+    # Dave's endpoint is down for good: 2 attempts, then the dead-letter queue.
+    farm.webhook.fail(Fault(status=500, path_contains="dave-broken"), times=100)
+
+    auction = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    created = [
+        notify(
+            alice,
+            template="english/new_bid",
+            template_data={
+                "auction_title": "Vintage Watch Collection",
+                "bidder": "bob",
+                "amount": "$150.00",
+                "item_title": "1960s Omega Seamaster",
+            },
+            auction_id=auction,
+        ),
+        notify(
+            alice,
+            template="english/outbid",
+            template_data={"amount": "$150.00"},
+            channels=["in_app", "push", "email", "sms"],
+            auction_id=auction,
+            action_url="https://auctions.example.com/a/123",
+            action_label="Bid again",
+        ),
+        notify(
+            bob,
+            template="penny/bid_placed",
+            template_data={"auction_title": "iPad Penny Auction", "extension_seconds": 15},
+        ),
+        notify(
+            bob,
+            template="penny/auction_ending",
+            template_data={"auction_title": "iPad Penny Auction", "time_remaining": "30s"},
+        ),
+        notify(
+            carol,
+            template="system/auction_started",
+            template_data={"auction_title": "Rare Coins"},
+            scheduled_at=now + dt.timedelta(seconds=4),
+        ),
+        notify(
+            alice,
+            template="system/auction_ended",
+            template_data={"auction_title": "Vintage Watch Collection", "winner": "alice"},
+            channels=["in_app", "email", "webhook"],
+        ),
+        notify(
+            dave,
+            title="Payment reminder",
+            message="Your invoice for the Rare Coins auction is due.",
+            category="payment",
+            channels=["webhook"],
+            max_attempts=2,
+        ),
+    ]
+    console.print(
+        f"created {len(created)} notifications for 4 users "
+        "(one scheduled 4 s ahead, one retried, one to dead-letter)"
+    )
+    return [n.notification_id for n in created]
+
+
+# --- runners ------------------------------------------------------------------------------
+
+
+class _EmbeddedRunner:
+    """Scheduler thread + Dramatiq worker threads on a StubBroker, in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        import dramatiq
+
+        from channels.in_app import InAppProvider, MemoryPublisher
+        from channels.registry import Providers
+        from scheduler.runtime import build_scheduler
+        from workers.actors import declare_actors
+        from workers.broker import make_broker
+        from workers.runtime import build_deliverer
+
+        self.broker = make_broker(settings, stub=True)
+        dramatiq.set_broker(self.broker)
+        # No Redis in embedded mode: the in-app channel publishes in memory.
+        providers = Providers(settings, {Channel.IN_APP: InAppProvider(MemoryPublisher())})
+        deliverer = build_deliverer(settings, providers)
+        actors = declare_actors(self.broker, lambda: deliverer)
+        self.scheduler = build_scheduler(settings, self.broker, actors)
+        self.worker = dramatiq.Worker(self.broker, worker_threads=4, worker_timeout=100)
+        self._thread = threading.Thread(target=self.scheduler.run, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.worker.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self._thread.join(timeout=10)
+        self.worker.stop()
+
+    def dead_letters(self) -> int:
+        return len(self.broker.dead_letters)  # type: ignore[attr-defined]
+
+
+class _ProcessRunner:
+    """Real ``clarion scheduler`` and ``clarion worker`` processes."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        clarion = [sys.executable, "-m", "clarion"]
+        self.procs = [
+            subprocess.Popen([*clarion, "worker", "--processes", "1", "--threads", "8"], env=self.env),
+            subprocess.Popen([*clarion, "scheduler"], env=self.env),
+        ]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def dead_letters(self) -> int:
+        from workers.queues import all_queues
+
+        if not self.env.get("CLARION_BROKER_URL", "redis").startswith("redis"):
+            return -1
+        import redis
+
+        client = redis.Redis.from_url(self.env["CLARION_BROKER_URL"])
+        return sum(int(client.hlen(f"dramatiq:{q}.XQ.msgs")) for q in all_queues())
+
+
+# --- progress and report --------------------------------------------------------------------
+
+
+def _watch(sessions: Any, ids: list[uuid.UUID], console: Console) -> bool:
+    deadline = time.monotonic() + TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        with sessions() as s:
+            notes = s.execute(
+                sa.select(Notification.status).where(Notification.notification_id.in_(ids))
+            ).scalars().all()
+            open_deliveries = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.notification_id.in_(ids),
+                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+                )
+            )
+        counts = Counter(str(getattr(st, "value", st)) for st in notes)
+        line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        if line != last:
+            console.print(f"[{time.strftime('%H:%M:%S')}] notifications: {line}")
+            last = line
+        if all(str(getattr(st, "value", st)) in TERMINAL for st in notes) and not open_deliveries:
+            return True
+        time.sleep(0.25)
+    console.print("[red]timed out waiting for deliveries[/]")
+    return False
+
+
+def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) -> None:
+    table = Table(title="notifications", show_lines=True)
+    for column in ("title", "status", "attempts", "channels", "provider responses", "error"):
+        table.add_column(column, overflow="fold")
+    with sessions() as s:
+        rows = s.scalars(
+            sa.select(Notification)
+            .where(Notification.notification_id.in_(ids))
+            .order_by(Notification.created_at)
+        ).all()
+        for n in rows:
+            deliveries = s.scalars(
+                sa.select(Delivery).where(Delivery.notification_id == n.notification_id)
+            ).all()
+            channels = "\n".join(
+                f"{d.channel.value}: {d.status.value} ({d.attempts})" for d in deliveries
+            ) or ", ".join(n.delivery_channels)
+            responses = "\n".join(
+                f"{k}: {_short(v)}" for k, v in sorted((n.provider_response or {}).items())
+            )
+            table.add_row(
+                n.title,
+                n.status.value,
+                str(n.delivery_attempts),
+                channels,
+                responses,
+                n.error_message or "",
+            )
+    console.print(table)
+    if dead >= 0:
+        console.print(f"dead-letter queue: {dead} message(s)")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("MessageId", "sid", "name", "status", "receivers"):
+            if key in value:
+                text = str(value[key]).rsplit("/", 1)[-1]
+                return f"{key}={text[:24]}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -8,7 +8,9 @@ from models.enums import Channel
 
 # Deliberately simple: one @, no spaces, a dotted domain. Providers do the
 # real validation; this catches typos and injection before a request is made.
-_EMAIL = re.compile(r"^[^@\s\"<>,;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[^@\s\"<>,;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
+)
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 

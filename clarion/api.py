@@ -224,7 +224,9 @@ def _enum(field: str, enum_class: type[Any], value: object) -> Any:
         return enum_class(value)
     except ValueError:
         allowed = ", ".join(m.value for m in enum_class)
-        raise ValidationError(field, f"unknown {field} {value!r}; expected one of {allowed}") from None
+        raise ValidationError(
+            field, f"unknown {field} {value!r}; expected one of {allowed}"
+        ) from None
 
 
 def _channels(value: Iterable[Channel | str] | str | None) -> list[Channel]:

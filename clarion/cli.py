@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import sqlalchemy.exc
 
 from clarion.errors import ClarionError, NotFoundError, SettingsError, ValidationError
+from clarion.settings import Settings
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -39,7 +40,7 @@ class BrokerUnavailable(ClarionError):
     pass
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from clarion.settings import get_settings
 
     return get_settings()
@@ -51,7 +52,7 @@ def _settings():  # type: ignore[no-untyped-def]
 def cmd_db(args: argparse.Namespace) -> int:
     from clarion import migrate
 
-    settings = _settings()
+    _settings()  # a bad setting fails here, naming the variable
     if args.db_command == "upgrade":
         migrate.upgrade(revision=args.revision)
         print(f"database at {migrate.current()}")
@@ -72,7 +73,6 @@ def cmd_db(args: argparse.Namespace) -> int:
             print(f"clarion: models and database differ: {exc}", file=sys.stderr)
             return EXIT_UNEXPECTED
         print("models and database schema match")
-    _ = settings
     return EXIT_OK
 
 
@@ -108,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.queues:
         argv += ["--queues", *args.queues]
     sys.argv = ["clarion worker", *argv]
-    return int(dramatiq_main(argv) or 0)
+    return int(dramatiq_main(argv) or 0)  # type: ignore[no-untyped-call]
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:

@@ -59,6 +59,8 @@ def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
 
 
 def is_postgres(bind: Engine | sa.Connection | Session) -> bool:
-    return bind.get_bind().dialect.name == "postgresql" if isinstance(bind, Session) else (
-        bind.dialect.name == "postgresql"
+    return (
+        bind.get_bind().dialect.name == "postgresql"
+        if isinstance(bind, Session)
+        else (bind.dialect.name == "postgresql")
     )

@@ -244,7 +244,9 @@ class _ProcessRunner:
     def start(self) -> None:
         clarion = [sys.executable, "-m", "clarion"]
         self.procs = [
-            subprocess.Popen([*clarion, "worker", "--processes", "1", "--threads", "8"], env=self.env),
+            subprocess.Popen(
+                [*clarion, "worker", "--processes", "1", "--threads", "8"], env=self.env
+            ),
             subprocess.Popen([*clarion, "scheduler"], env=self.env),
         ]
 
@@ -276,9 +278,13 @@ def _watch(sessions: Any, ids: list[uuid.UUID], console: Console) -> bool:
     last = ""
     while time.monotonic() < deadline:
         with sessions() as s:
-            notes = s.execute(
-                sa.select(Notification.status).where(Notification.notification_id.in_(ids))
-            ).scalars().all()
+            notes = (
+                s.execute(
+                    sa.select(Notification.status).where(Notification.notification_id.in_(ids))
+                )
+                .scalars()
+                .all()
+            )
             open_deliveries = s.scalar(
                 sa.select(sa.func.count())
                 .select_from(Delivery)

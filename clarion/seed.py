@@ -57,11 +57,13 @@ def seed_templates(connection: Connection) -> int:
         if connection.dialect.name == "postgresql":
             # The enum columns need a cast from the plain strings used here.
             stmt = sa.text(
-                "INSERT INTO notification_templates (template_id, auction_type, event, category,"
-                " title, message, priority, channels, body_format, created_at, updated_at) VALUES (:template_id,"
-                " :auction_type, :event, CAST(:category AS notification_category), :title,"
-                " :message, CAST(:priority AS notification_priority), CAST(:channels AS jsonb),"
-                " :body_format, :created_at, :updated_at) ON CONFLICT (auction_type, event) DO NOTHING"
+                "INSERT INTO notification_templates (template_id, auction_type, event,"
+                " category, title, message, priority, channels, body_format, created_at,"
+                " updated_at) VALUES (:template_id, :auction_type, :event,"
+                " CAST(:category AS notification_category), :title, :message,"
+                " CAST(:priority AS notification_priority), CAST(:channels AS jsonb),"
+                " :body_format, :created_at, :updated_at)"
+                " ON CONFLICT (auction_type, event) DO NOTHING"
             ).bindparams(sa.bindparam("channels", type_=sa.JSON))
             connection.execute(stmt, rows)
         else:

@@ -69,7 +69,9 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+def setting(
+    env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
+) -> Any:
     return dataclasses.field(
         default=default,
         metadata={"env": env, "parse": parse, "doc": doc, "secret": secret},
@@ -80,52 +82,73 @@ def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str, *, se
 class Settings:
     # --- storage and broker -------------------------------------------------
     database_url: str | None = setting(
-        "CLARION_DATABASE_URL", None, _url("postgresql", "postgres", "sqlite"),
+        "CLARION_DATABASE_URL",
+        None,
+        _url("postgresql", "postgres", "sqlite"),
         "SQLAlchemy URL of the database. Unset: the embedded default, a SQLite file "
         "clarion.db in the working directory (demo and local trials only).",
     )
     broker_url: str = setting(
-        "CLARION_BROKER_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "amqp", "amqps"),
+        "CLARION_BROKER_URL",
+        "redis://127.0.0.1:6379/0",
+        _url("redis", "rediss", "amqp", "amqps"),
         "Dramatiq broker: redis:// (default) or amqp:// for RabbitMQ.",
     )
     redis_url: str = setting(
-        "CLARION_REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss"),
+        "CLARION_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        _url("redis", "rediss"),
         "Redis for real-time publishing (in-app channel, event stream).",
     )
     platform_foreign_keys: bool = setting(
-        "CLARION_PLATFORM_FOREIGN_KEYS", False, _bool,
+        "CLARION_PLATFORM_FOREIGN_KEYS",
+        False,
+        _bool,
         "true where the platform's users, auctions, bids and auction_items tables exist in "
         "the same database: migrations then create the spec's foreign keys to them. false "
         "(standalone): the columns stay, indexed, without those constraints.",
     )
     # --- scheduler ------------------------------------------------------------
     poll_interval: float = setting(
-        "CLARION_POLL_INTERVAL", 2.0, _positive_float,
+        "CLARION_POLL_INTERVAL",
+        2.0,
+        _positive_float,
         "Seconds between scheduler polls when no NOTIFY wakes it.",
     )
     batch_size: int = setting(
         "CLARION_BATCH_SIZE", 500, _positive_int, "Notifications claimed per scheduler batch."
     )
     lease_seconds: float = setting(
-        "CLARION_LEASE_SECONDS", 300.0, _positive_float,
+        "CLARION_LEASE_SECONDS",
+        300.0,
+        _positive_float,
         "How long a claimed delivery may stay queued or sending with no outcome before the "
         "scheduler enqueues it again.",
     )
     # --- retries ----------------------------------------------------------------
     retry_min_backoff: float = setting(
-        "CLARION_RETRY_MIN_BACKOFF", 5.0, _positive_float,
+        "CLARION_RETRY_MIN_BACKOFF",
+        5.0,
+        _positive_float,
         "Seconds before the first retry of a retryable error; doubles each attempt, with jitter.",
     )
     retry_max_backoff: float = setting(
-        "CLARION_RETRY_MAX_BACKOFF", 3600.0, _positive_float, "Upper bound of a retry backoff, seconds."
+        "CLARION_RETRY_MAX_BACKOFF",
+        3600.0,
+        _positive_float,
+        "Upper bound of a retry backoff, seconds.",
     )
     max_retry_after: float = setting(
-        "CLARION_MAX_RETRY_AFTER", 900.0, _positive_float,
+        "CLARION_MAX_RETRY_AFTER",
+        900.0,
+        _positive_float,
         "A provider's Retry-After is clamped to this many seconds.",
     )
     # --- providers --------------------------------------------------------------
     provider_timeout: float = setting(
-        "CLARION_PROVIDER_TIMEOUT", 10.0, _positive_float,
+        "CLARION_PROVIDER_TIMEOUT",
+        10.0,
+        _positive_float,
         "Timeout in seconds of every provider network call.",
     )
     email_provider: str = setting(
@@ -136,15 +159,20 @@ class Settings:
     )
     ses_region: str = setting("CLARION_SES_REGION", "us-east-1", _str, "AWS region of SES.")
     ses_endpoint_url: str | None = setting(
-        "CLARION_SES_ENDPOINT_URL", None, _optional_str,
+        "CLARION_SES_ENDPOINT_URL",
+        None,
+        _optional_str,
         "Override of the SES endpoint (a local sandbox in tests and the demo).",
     )
     ses_configuration_set: str | None = setting(
         "CLARION_SES_CONFIGURATION_SET", None, _optional_str, "SES configuration set name."
     )
     aws_access_key_id: str | None = setting(
-        "CLARION_AWS_ACCESS_KEY_ID", None, _optional_str,
-        "AWS key id for SES; unset: boto3's own credential chain.", secret=True,
+        "CLARION_AWS_ACCESS_KEY_ID",
+        None,
+        _optional_str,
+        "AWS key id for SES; unset: boto3's own credential chain.",
+        secret=True,
     )
     aws_secret_access_key: str | None = setting(
         "CLARION_AWS_SECRET_ACCESS_KEY", None, _optional_str, "AWS secret key for SES.", secret=True
@@ -168,26 +196,36 @@ class Settings:
         "CLARION_TWILIO_FROM", None, _optional_str, "Sender number (E.164) for SMS."
     )
     twilio_messaging_service_sid: str | None = setting(
-        "CLARION_TWILIO_MESSAGING_SERVICE_SID", None, _optional_str,
+        "CLARION_TWILIO_MESSAGING_SERVICE_SID",
+        None,
+        _optional_str,
         "Twilio messaging service; used instead of CLARION_TWILIO_FROM when set.",
     )
     twilio_base_url: str | None = setting(
-        "CLARION_TWILIO_BASE_URL", None, _optional_str,
+        "CLARION_TWILIO_BASE_URL",
+        None,
+        _optional_str,
         "Override of the Twilio API base URL (a local sandbox).",
     )
     fcm_service_account_file: str | None = setting(
-        "CLARION_FCM_SERVICE_ACCOUNT_FILE", None, _optional_str,
+        "CLARION_FCM_SERVICE_ACCOUNT_FILE",
+        None,
+        _optional_str,
         "Path of the Firebase service account JSON.",
     )
     fcm_project_id: str | None = setting(
         "CLARION_FCM_PROJECT_ID", None, _optional_str, "Firebase project id."
     )
     fcm_endpoint: str | None = setting(
-        "CLARION_FCM_ENDPOINT", None, _optional_str,
+        "CLARION_FCM_ENDPOINT",
+        None,
+        _optional_str,
         "Override of the FCM v1 base URL, e.g. http://127.0.0.1:PORT/v1/projects (a sandbox).",
     )
     webhook_allow_private: bool = setting(
-        "CLARION_WEBHOOK_ALLOW_PRIVATE", False, _bool,
+        "CLARION_WEBHOOK_ALLOW_PRIVATE",
+        False,
+        _bool,
         "Allow webhook endpoints on loopback, private and link-local addresses.",
     )
     # --- logging --------------------------------------------------------------------

@@ -19,16 +19,16 @@ config = context.config
 target_metadata = models.metadata
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     # The foreign keys to the platform's tables exist only where
     # CLARION_PLATFORM_FOREIGN_KEYS says so; the models do not declare them,
     # so the comparison leaves them out either way.
     if type_ == "foreign_key_constraint" and obj.referred_table.name in PLATFORM_TABLES:
         return False
     # The platform's own tables are not ours to compare.
-    if type_ == "table" and name in PLATFORM_TABLES:
-        return False
-    return True
+    return not (type_ == "table" and name in PLATFORM_TABLES)
 
 
 def run_migrations() -> None:

@@ -8,7 +8,6 @@ embedded default used by the demo.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -44,4 +43,3 @@ def enum_type(enum_class: type[enum.Enum], name: str) -> sa.Enum:
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: dict[Any, Any] = {}

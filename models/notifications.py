@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import INETType, JSONType, Base, Timestamp, enum_type  # noqa: F401
+from models.base import Base, INETType, JSONType, Timestamp, enum_type  # noqa: F401
 from models.enums import (
     AttemptOutcome,
     Category,
@@ -111,14 +111,18 @@ class Notification(Base):
     read_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     clicked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     status: Mapped[NotificationStatus] = mapped_column(
-        StatusType, server_default=NotificationStatus.PENDING.value, default=NotificationStatus.PENDING
+        StatusType,
+        server_default=NotificationStatus.PENDING.value,
+        default=NotificationStatus.PENDING,
     )
     delivery_attempts: Mapped[int | None] = mapped_column(sa.Integer, server_default="0", default=0)
     max_attempts: Mapped[int | None] = mapped_column(sa.Integer, server_default="3", default=3)
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     provider_response: Mapped[Any | None] = mapped_column(JSONType)
     expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    is_read: Mapped[bool | None] = mapped_column(sa.Boolean, server_default=sa.false(), default=False)
+    is_read: Mapped[bool | None] = mapped_column(
+        sa.Boolean, server_default=sa.false(), default=False
+    )
     is_archived: Mapped[bool | None] = mapped_column(
         sa.Boolean, server_default=sa.false(), default=False
     )
@@ -248,7 +252,9 @@ class Delivery(Base):
     )
 
     __table_args__ = (
-        sa.UniqueConstraint("notification_id", "channel", name="uq_notification_deliveries_channel"),
+        sa.UniqueConstraint(
+            "notification_id", "channel", name="uq_notification_deliveries_channel"
+        ),
         sa.Index("ix_notification_deliveries_lease", "status", "lease_expires_at"),
         sa.Index("ix_notification_deliveries_message_id", "message_id"),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import INETType, JSONType, Base, Timestamp, enum_type
+from models.base import Base, INETType, JSONType, Timestamp, enum_type
 from models.enums import ConnectionStatus, EventCategory, EventPriority, Visibility
 
 ConnectionStatusType = enum_type(ConnectionStatus, "connection_status")
@@ -54,13 +54,9 @@ class WebSocketConnection(Base):
     disconnect_reason: Mapped[str | None] = mapped_column(sa.String(255))
     reconnect_count: Mapped[int | None] = mapped_column(sa.Integer, server_default="0", default=0)
     bytes_sent: Mapped[int | None] = mapped_column(sa.BigInteger, server_default="0", default=0)
-    bytes_received: Mapped[int | None] = mapped_column(
-        sa.BigInteger, server_default="0", default=0
-    )
+    bytes_received: Mapped[int | None] = mapped_column(sa.BigInteger, server_default="0", default=0)
     messages_sent: Mapped[int | None] = mapped_column(sa.Integer, server_default="0", default=0)
-    messages_received: Mapped[int | None] = mapped_column(
-        sa.Integer, server_default="0", default=0
-    )
+    messages_received: Mapped[int | None] = mapped_column(sa.Integer, server_default="0", default=0)
     subscriptions: Mapped[Any] = mapped_column(JSONType)
     auction_subscriptions: Mapped[Any] = mapped_column(JSONType)
     user_preferences: Mapped[Any | None] = mapped_column(JSONType)

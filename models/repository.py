@@ -267,9 +267,7 @@ class Repository:
         )
         claims: list[Claim] = []
         with self.sessions.begin() as s:
-            for delivery_id, notification_id, channel, queue_name, status in s.execute(
-                stale
-            ).all():
+            for delivery_id, notification_id, channel, queue_name, status in s.execute(stale).all():
                 queue = queue_name or Channel(channel).value
                 message_id = make_message(delivery_id, queue)
                 log.warning(
@@ -402,8 +400,12 @@ class Repository:
                 html=html,
                 action_url=row.action_url,
                 action_label=row.action_label,
-                category=str(row.category.value if hasattr(row.category, "value") else row.category),
-                priority=str(row.priority.value if hasattr(row.priority, "value") else row.priority),
+                category=str(
+                    row.category.value if hasattr(row.category, "value") else row.category
+                ),
+                priority=str(
+                    row.priority.value if hasattr(row.priority, "value") else row.priority
+                ),
                 auction_id=row.auction_id,
                 addresses=addresses,
             )
@@ -538,7 +540,9 @@ class Repository:
             .with_for_update()
         )
 
-    def _add_attempt(self, s: Session, job: SendJob, attempt: AttemptRecord, *, number: int) -> None:
+    def _add_attempt(
+        self, s: Session, job: SendJob, attempt: AttemptRecord, *, number: int
+    ) -> None:
         s.execute(
             sa.insert(DeliveryAttempt).values(
                 delivery_id=job.delivery_id,
@@ -610,7 +614,10 @@ class Repository:
         values: dict[str, Any] = {"updated_at": now}
         if row.status not in USER_STATUSES:
             values["status"] = new_status
-        if new_status in (NotificationStatus.SENT, NotificationStatus.DELIVERED) and row.sent_at is None:
+        if (
+            new_status in (NotificationStatus.SENT, NotificationStatus.DELIVERED)
+            and row.sent_at is None
+        ):
             values["sent_at"] = now
         if new_status is NotificationStatus.DELIVERED and row.delivered_at is None:
             values["delivered_at"] = now

@@ -21,8 +21,8 @@ def build_scheduler(
     listen_url = None
     if engine.dialect.name == "postgresql":
         # psycopg wants a libpq URL, without SQLAlchemy's driver suffix.
-        listen_url = sa.make_url(url).set(drivername="postgresql").render_as_string(
-            hide_password=False
+        listen_url = (
+            sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
     return Scheduler(
         Repository(session_factory(engine)),

@@ -31,7 +31,7 @@ URGENT_PRIORITY = 0
 ROUTINE_PRIORITY = 100
 
 
-class DeliveryExhausted(Exception):  # noqa: N818 - reads as a state, like dramatiq.Retry
+class DeliveryExhausted(Exception):
     """Attempts ran out: the message goes to the dead-letter queue."""
 
 

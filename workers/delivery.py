@@ -143,7 +143,11 @@ class Deliverer:
                     )
                 )
 
-        dead = [aid for aid, exc in errors if isinstance(exc, BadAddressError) and exc.disable_address and aid]
+        dead = [
+            aid
+            for aid, exc in errors
+            if isinstance(exc, BadAddressError) and exc.disable_address and aid
+        ]
         if dead:
             self._write(
                 self.repository.disable_addresses,

@@ -93,8 +93,6 @@ def decide(
         return Decision(Action.RETRY, delay=delay, counts_attempt=False, reason="throttled")
     if error.retryable:
         if attempts >= max_attempts:
-            return Decision(
-                Action.EXHAUSTED, reason=f"{attempts} of {max_attempts} attempts made"
-            )
+            return Decision(Action.EXHAUSTED, reason=f"{attempts} of {max_attempts} attempts made")
         return Decision(Action.RETRY, delay=backoff(attempts, policy, rng), reason="retryable")
     return Decision(Action.FAIL, reason="not retryable")

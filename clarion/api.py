@@ -97,7 +97,9 @@ def notify(
             title = render(tmpl.title, data)
             message = render(tmpl.message, data, html=html)
         except TemplateError as exc:
-            raise TemplateError(f"template {tmpl.key}: {exc}") from exc
+            # Keep the type (MissingVariableError and its .name) and say which template.
+            exc.add_note(f"while rendering template {tmpl.key}")
+            raise
         category = category if category is not None else tmpl.category
         priority = priority if priority is not None else tmpl.priority
         channels = channels if channels is not None else tmpl.channels
@@ -117,7 +119,7 @@ def notify(
     values = {
         "user_id": user,
         "category": _enum("category", Category, category),
-        "priority": _enum("priority", Priority, priority or Priority.NORMAL),
+        "priority": _enum("priority", Priority, Priority.NORMAL if priority is None else priority),
         "title": _text("title", title, TITLE_MAX),
         "message": _text("message", message, None),
         "auction_id": _optional_uuid("auction_id", auction_id),
@@ -127,7 +129,9 @@ def notify(
         "action_label": _optional_text("action_label", action_label, ACTION_LABEL_MAX),
         "rich_content": _json("rich_content", rich_content),
         "template_id": tmpl.template_id if tmpl is not None else None,
-        "template_data": _json("template_data", dict(template_data)) if template_data else None,
+        "template_data": (
+            _json("template_data", dict(template_data)) if template_data is not None else None
+        ),
         "tags": _json("tags", tags),
         "metadata": _json("metadata", metadata),
         "max_attempts": _max_attempts(max_attempts),

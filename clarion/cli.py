@@ -102,13 +102,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
 
     _settings()  # fail here, naming the variable, not inside a forked child
     argv = ["workers.entry", "--processes", str(args.processes), "--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
     sys.argv = ["clarion worker", *argv]
-    return int(dramatiq_main(argv) or 0)  # type: ignore[no-untyped-call]
+    # dramatiq.cli.main takes parsed arguments, not an argv list.
+    parsed = make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
+    return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:

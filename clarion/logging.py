@@ -10,6 +10,9 @@ FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format=FORMAT)
+    # basicConfig does nothing where a handler exists (Dramatiq's CLI adds one
+    # first): the level must still apply.
+    logging.getLogger().setLevel(level)
     # Third-party clients log request details (URLs with phone numbers,
     # headers) at DEBUG; keep them quiet whatever Clarion's level.
     for noisy in ("botocore", "urllib3", "twilio", "httpx", "httpcore", "pika"):

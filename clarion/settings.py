@@ -122,8 +122,24 @@ class Settings:
         "CLARION_LEASE_SECONDS",
         300.0,
         _positive_float,
-        "How long a claimed delivery may stay queued or sending with no outcome before the "
-        "scheduler enqueues it again.",
+        "How long a delivery may stay 'sending' with no outcome (a worker died mid-send) "
+        "before the scheduler queues it again.",
+    )
+    queued_lease_seconds: float = setting(
+        "CLARION_QUEUED_LEASE_SECONDS",
+        3600.0,
+        _positive_float,
+        "How long a delivery may wait 'queued' for a worker (a lost message, a broker "
+        "flushed) before the scheduler enqueues it again. Longer than the deepest backlog "
+        "you expect to drain, or backlogged messages are enqueued twice (harmless: the "
+        "redelivery guard drops the second copy, but wasteful).",
+    )
+    worker_idle_poll_ms: int = setting(
+        "CLARION_WORKER_IDLE_POLL_MS",
+        100,
+        _positive_int,
+        "Longest a worker waits between polls of an empty queue (Redis): bounds the pick-up "
+        "latency of an idle queue, such as an urgent lane.",
     )
     # --- retries ----------------------------------------------------------------
     retry_min_backoff: float = setting(

@@ -38,9 +38,11 @@ def run_migrations() -> None:
         return
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     engine = make_engine(normalize_url(url) if url else None)
-    with engine.connect() as conn:
-        _run(conn)
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
 
 
 def _run(connection: Any) -> None:

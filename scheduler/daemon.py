@@ -57,7 +57,7 @@ class Scheduler:
         actors: dict[str, dramatiq.Actor[[str], None]],
         *,
         batch_size: int = 500,
-        lease_seconds: float = 300.0,
+        lease_seconds: float = 3600.0,
         poll_interval: float = 2.0,
         listen_url: str | None = None,
     ) -> None:

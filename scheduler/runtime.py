@@ -29,7 +29,7 @@ def build_scheduler(
         broker,
         actors,
         batch_size=settings.batch_size,
-        lease_seconds=settings.lease_seconds,
+        lease_seconds=settings.queued_lease_seconds,
         poll_interval=settings.poll_interval,
         listen_url=listen_url,
     )

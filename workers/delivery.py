@@ -78,12 +78,14 @@ class Deliverer:
         *,
         policy: RetryPolicy,
         lease_seconds: float,
+        queued_lease_seconds: float = 3600.0,
         writeback_deadline: float = 60.0,
     ) -> None:
         self.repository = repository
         self.providers = providers
         self.policy = policy
         self.lease_seconds = lease_seconds
+        self.queued_lease_seconds = queued_lease_seconds
         # A message the provider accepted must be recorded, not sent again:
         # transient database errors during the write-back are retried for up
         # to this long (well inside the lease, so the sweeper never races it).
@@ -188,7 +190,7 @@ class Deliverer:
                 counts_attempt=decision.counts_attempt,
                 error=text,
                 retry_at=retry_at,
-                lease_seconds=self.lease_seconds,
+                lease_seconds=self.queued_lease_seconds,
             )
             log.warning(
                 "notification %s delivery %s: %s (%s); retrying in %.1f s",

@@ -36,6 +36,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
         providers or Providers(settings),
         policy=policy_from(settings),
         lease_seconds=settings.lease_seconds,
+        queued_lease_seconds=settings.queued_lease_seconds,
     )
 
 

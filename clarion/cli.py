@@ -114,8 +114,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 
-def cmd_settings(_args: argparse.Namespace) -> int:
+def cmd_settings(args: argparse.Namespace) -> int:
     settings = _settings()
+    if args.markdown:
+        # The README's settings table, from the defaults (not this environment).
+        print("| variable | default | meaning |\n|---|---|---|")
+        for variable, value, doc in Settings().describe():
+            print(f"| `{variable}` | `{value}` | {doc} |")
+        return EXIT_OK
     for variable, value, doc in settings.describe():
         print(f"{variable} = {value}\n    {doc}")
     return EXIT_OK
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     settings = sub.add_parser("settings", help="show every setting and its value")
+    settings.add_argument(
+        "--markdown", action="store_true", help="print the defaults as the README's table"
+    )
     settings.set_defaults(func=cmd_settings)
 
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
 from models.enums import Channel, Priority
-from models.repository import Claim, Repository, utcnow
+from models.repository import Repository, utcnow
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")
@@ -85,7 +85,7 @@ class Scheduler:
         self._pending.append(message)
         return message.message_id
 
-    def _enqueue_pending(self, claims: list[Claim]) -> None:
+    def _enqueue_pending(self) -> None:
         pending, self._pending = self._pending, []
         for message in pending:
             try:
@@ -116,17 +116,14 @@ class Scheduler:
                 queue_for=_queue_for,
                 make_message=self._make_message,
             )
-            self._enqueue_pending(claims)
-            self.stats.claimed += len({c.notification_id for c in claims})
+            self._enqueue_pending()
+            claimed = len({c.notification_id for c in claims})
+            self.stats.claimed += claimed
             total += len(claims)
             if claims:
-                log.info(
-                    "claimed %d notifications, enqueued %d deliveries",
-                    len({c.notification_id for c in claims}),
-                    len(claims),
-                )
+                log.info("claimed %d notifications, enqueued %d deliveries", claimed, len(claims))
             # A short batch means nothing more is due right now.
-            if len({c.notification_id for c in claims}) < self.batch_size:
+            if claimed < self.batch_size:
                 break
         if sweep:
             self._pending = []
@@ -135,7 +132,7 @@ class Scheduler:
                 lease_seconds=self.lease_seconds,
                 make_message=self._make_message,
             )
-            self._enqueue_pending(reclaimed)
+            self._enqueue_pending()
             self.stats.reclaimed += len(reclaimed)
             total += len(reclaimed)
         return total

@@ -30,6 +30,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", 1800)
     if "poolclass" not in kwargs:  # NullPool and friends take no size arguments
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)

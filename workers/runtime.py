@@ -30,7 +30,9 @@ def policy_from(settings: Settings) -> RetryPolicy:
 
 
 def build_deliverer(settings: Settings, providers: Providers | None = None) -> Deliverer:
-    engine = make_engine(settings.effective_database_url)
+    # No pre-ping on the hot path: it costs a round trip per checkout, and the
+    # deliverer retries a write on a dropped connection anyway.
+    engine = make_engine(settings.effective_database_url, pool_pre_ping=False)
     return Deliverer(
         Repository(session_factory(engine)),
         providers or Providers(settings),

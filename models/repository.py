@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -19,37 +20,41 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.enums import (
-    AttemptOutcome,
     Channel,
     DeliveryStatus,
     NotificationStatus,
     Priority,
 )
-from models.notifications import (
-    Delivery,
-    DeliveryAttempt,
-    Notification,
-    NotificationTemplate,
-    UserAddress,
+from models.notifications import Delivery, Notification, UserAddress
+from models.writeback import (
+    IN_FLIGHT,
+    AddressRow,
+    AttemptRecord,
+    NotificationChange,
+    SendJob,
+    WriteBack,
+    as_utc,
+    lock_notifications,
+    roll_up,
+    roll_up_status,
+    take_for_sending,
+    utcnow,
+    write_back,
 )
 
+__all__ = [
+    "AddressRow",
+    "AttemptRecord",
+    "Claim",
+    "Repository",
+    "SendJob",
+    "WriteBack",
+    "as_utc",
+    "roll_up_status",
+    "utcnow",
+]
+
 log = logging.getLogger("clarion.repository")
-
-SENDABLE = (DeliveryStatus.QUEUED,)
-IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
-#: Notification statuses that delivery never overwrites (set by the user's client).
-USER_STATUSES = (NotificationStatus.READ, NotificationStatus.CLICKED)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes; everything Clarion stores is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,51 +69,26 @@ class Claim:
     message_id: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AddressRow:
-    address_id: uuid.UUID
-    address: str
-    secret: str | None = dataclasses.field(repr=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SendJob:
-    """What a worker needs to send one delivery, read when it took the delivery."""
-
-    delivery_id: uuid.UUID
-    notification_id: uuid.UUID
-    user_id: uuid.UUID
-    channel: Channel
-    attempts: int
-    throttles: int
-    max_attempts: int
-    title: str
-    message: str
-    html: bool
-    action_url: str | None
-    action_label: str | None
-    category: str
-    priority: str
-    auction_id: uuid.UUID | None
-    addresses: tuple[AddressRow, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """The outcome of one provider call, to write back."""
-
-    outcome: AttemptOutcome
-    provider: str
-    started_at: dt.datetime
-    duration_ms: int
-    response: dict[str, Any]
-    request_id: str | None = None
-    provider_message_id: str | None = None
-    error: str | None = None
-
-
 #: Builds the broker message for a claim: (delivery_id, queue_name) -> message_id.
 MessageFactory = Callable[[uuid.UUID, str], str]
+
+#: ``last_error`` of a delivery whose dead letter an operator purged.
+PURGED = "purged"
+
+
+class RequeueStep(enum.StrEnum):
+    """What :meth:`Repository.requeue_dead_letter` found and did."""
+
+    REQUEUED = "requeued"
+    RESUMED = "resumed"  # committed by an earlier run; the broker half is left
+    STALE = "stale"  # not dead-lettered any more
+    MISSING = "missing"
+
+
+class PurgeStep(enum.StrEnum):
+    PURGED = "purged"
+    STALE = "stale"
+    MISSING = "missing"
 
 
 class Repository:
@@ -313,6 +293,10 @@ class Repository:
 
     # --- workers ---------------------------------------------------------------------
 
+    @property
+    def engine(self) -> Any:
+        return self.sessions.kw["bind"]
+
     def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None:
         """The redelivery guard: queued -> sending in one conditional UPDATE.
 
@@ -321,200 +305,23 @@ class Repository:
         drops the message. A notification that expired or was cancelled while
         the delivery waited is cancelled here instead of being sent.
         """
-        now = utcnow()
-        d, n = Delivery, Notification
-        with self.sessions.begin() as s:
-            taken = s.execute(
-                sa.update(d)
-                .where(d.delivery_id == delivery_id, d.status.in_(SENDABLE))
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                    updated_at=now,
-                )
-                .returning(d.notification_id, d.channel, d.attempts, d.throttles)
-                .execution_options(synchronize_session=False)
-            ).one_or_none()
-            if taken is None:
-                return None
-            notification_id, channel, attempts, throttles = taken
-            row = s.execute(
-                sa.select(
-                    n.user_id,
-                    n.status,
-                    n.expires_at,
-                    n.max_attempts,
-                    n.title,
-                    n.message,
-                    n.action_url,
-                    n.action_label,
-                    n.category,
-                    n.priority,
-                    n.auction_id,
-                    n.template_id,
-                ).where(n.notification_id == notification_id)
-            ).one()
-            expires_at = as_utc(row.expires_at)
-            if row.status == NotificationStatus.CANCELLED or (
-                expires_at is not None and expires_at <= now
-            ):
-                reason = (
-                    "notification was cancelled"
-                    if row.status == NotificationStatus.CANCELLED
-                    else "expired before it was sent"
-                )
-                self._finish(s, delivery_id, notification_id, DeliveryStatus.CANCELLED, now, reason)
-                return None
-            addresses: tuple[AddressRow, ...] = ()
-            if Channel(channel) is not Channel.IN_APP:
-                addresses = tuple(
-                    AddressRow(a.address_id, a.address, a.secret)
-                    for a in s.execute(
-                        sa.select(UserAddress.address_id, UserAddress.address, UserAddress.secret)
-                        .where(
-                            UserAddress.user_id == row.user_id,
-                            UserAddress.channel == channel,
-                            UserAddress.is_active.is_(True),
-                        )
-                        .order_by(UserAddress.created_at.desc())
-                    )
-                )
-            html = False
-            if row.template_id is not None:
-                fmt = s.scalar(
-                    sa.select(NotificationTemplate.body_format).where(
-                        NotificationTemplate.template_id == row.template_id
-                    )
-                )
-                html = fmt == "html"
-            return SendJob(
-                delivery_id=delivery_id,
-                notification_id=notification_id,
-                user_id=row.user_id,
-                channel=Channel(channel),
-                attempts=attempts,
-                throttles=throttles,
-                max_attempts=row.max_attempts or 3,
-                title=row.title,
-                message=row.message,
-                html=html,
-                action_url=row.action_url,
-                action_label=row.action_label,
-                category=str(
-                    row.category.value if hasattr(row.category, "value") else row.category
-                ),
-                priority=str(
-                    row.priority.value if hasattr(row.priority, "value") else row.priority
-                ),
-                auction_id=row.auction_id,
-                addresses=addresses,
-            )
+        return self.start_sending_many([delivery_id], lease_seconds=lease_seconds)[delivery_id]
 
-    def record_success(
-        self, job: SendJob, attempts: Sequence[AttemptRecord], *, delivered: bool
-    ) -> None:
-        """Write back an accepted message: delivery sent or delivered, attempt history.
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]:
+        """:meth:`start_sending` for many deliveries in one transaction."""
+        with self.engine.begin() as conn:
+            return take_for_sending(conn, delivery_ids, lease_seconds=lease_seconds)
 
-        ``attempts`` holds one record per provider call of this run (a push to
-        several device tokens makes several); the first accepted one names the
-        provider message.
-        """
-        attempt = next(a for a in attempts if a.outcome in _ACCEPTED)
-        response = _combined_response(attempts)
-        now = utcnow()
-        status = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.SENT
-        with self.sessions.begin() as s:
-            self._lock_notification(s, job.notification_id)
-            values: dict[str, Any] = {
-                "status": status,
-                "attempts": Delivery.attempts + 1,
-                "provider": attempt.provider,
-                "provider_message_id": attempt.provider_message_id,
-                "provider_response": response,
-                "lease_expires_at": None,
-                "next_attempt_at": None,
-                "sent_at": now,
-                "updated_at": now,
-            }
-            if delivered:
-                values["delivered_at"] = now
-            s.execute(
-                sa.update(Delivery)
-                .where(Delivery.delivery_id == job.delivery_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            for record in attempts:
-                self._add_attempt(s, job, record, number=job.attempts + 1)
-            self._roll_up(s, job.notification_id, job.channel, response, now, None, 1)
+    def write_back(self, item: WriteBack) -> None:
+        """Write one delivery's outcome (see :class:`~models.writeback.WriteBack`)."""
+        self.write_back_many([item])
 
-    def record_failure(
-        self,
-        job: SendJob,
-        attempts: Sequence[AttemptRecord],
-        *,
-        final: bool,
-        counts_attempt: bool = True,
-        error: str,
-        retry_at: dt.datetime | None = None,
-        lease_seconds: float = 300.0,
-        dead_letter: bool = False,
-    ) -> None:
-        """Write back a failed attempt (or a failure with no attempt, e.g. no address).
-
-        ``final`` fails the delivery; otherwise it goes back to queued until
-        ``retry_at`` with a lease that covers the wait. ``counts_attempt`` says
-        whether this run burns one of the row's ``max_attempts`` (a throttle
-        does not).
-        """
-        now = utcnow()
-        counted = bool(attempts) and counts_attempt
-        throttled = any(a.outcome is AttemptOutcome.THROTTLED for a in attempts)
-        response = _combined_response(attempts) if attempts else None
-        with self.sessions.begin() as s:
-            self._lock_notification(s, job.notification_id)
-            values: dict[str, Any] = {
-                "attempts": Delivery.attempts + (1 if counted else 0),
-                "throttles": Delivery.throttles + (1 if throttled else 0),
-                "last_error": error,
-                "updated_at": now,
-            }
-            if attempts:
-                values["provider"] = attempts[-1].provider
-                values["provider_response"] = response
-            if final:
-                values.update(
-                    status=DeliveryStatus.FAILED,
-                    failed_at=now,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                )
-                if dead_letter:
-                    values["dead_lettered_at"] = now
-            else:
-                wake = retry_at or now
-                values.update(
-                    status=DeliveryStatus.QUEUED,
-                    next_attempt_at=wake,
-                    lease_expires_at=wake + dt.timedelta(seconds=lease_seconds),
-                )
-            s.execute(
-                sa.update(Delivery)
-                .where(Delivery.delivery_id == job.delivery_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            for record in attempts:
-                self._add_attempt(s, job, record, number=job.attempts + 1)
-            self._roll_up(
-                s,
-                job.notification_id,
-                job.channel,
-                response,
-                now,
-                f"{job.channel.value}: {error}",
-                1 if counted else 0,
-            )
+    def write_back_many(self, items: Sequence[WriteBack]) -> None:
+        """Write many deliveries' outcomes in one transaction."""
+        with self.engine.begin() as conn:
+            write_back(conn, items)
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
         ids = list(address_ids)
@@ -529,53 +336,203 @@ class Repository:
                 .execution_options(synchronize_session=False)
             )
 
+    # --- operators (clarion dlq) -----------------------------------------------------
+
+    def requeue_dead_letter(
+        self,
+        delivery_id: uuid.UUID,
+        *,
+        message_id: str,
+        queue_name: str,
+        lease_seconds: float,
+        now: dt.datetime | None = None,
+    ) -> RequeueStep:
+        """The database half of a requeue: a dead-lettered delivery becomes sendable again.
+
+        In one transaction, only if the delivery is still ``failed`` with
+        ``dead_lettered_at`` set: status ``queued``, ``attempts`` and
+        ``throttles`` back to 0 (the notification's ``max_attempts`` applies
+        afresh; ``delivery_attempts`` keeps every earlier attempt),
+        ``dead_lettered_at`` and ``failed_at`` cleared, ``message_id`` the
+        requeued copy's, a lease covering the wait for a worker (if the broker
+        half never happens, the scheduler's lease sweep enqueues it), and the
+        notification's status rolled up again (``failed`` -> ``pending``).
+
+        Returns ``REQUEUED``; ``RESUMED`` when this very requeue was committed
+        by an earlier, interrupted run (the row is queued with ``message_id``:
+        only the broker half is left); ``STALE`` when the row is no longer
+        dead-lettered (requeued already, purged); ``MISSING`` without a row.
+        """
+        now = now or utcnow()
+        d = Delivery
+        with self.sessions.begin() as s:
+            row = s.execute(
+                sa.select(d.notification_id).where(d.delivery_id == delivery_id)
+            ).one_or_none()
+            if row is None:
+                return RequeueStep.MISSING
+            self._lock_notification(s, row.notification_id)
+            done = s.execute(
+                sa.update(d)
+                .where(
+                    d.delivery_id == delivery_id,
+                    d.status == DeliveryStatus.FAILED,
+                    d.dead_lettered_at.is_not(None),
+                )
+                .values(
+                    status=DeliveryStatus.QUEUED,
+                    attempts=0,
+                    throttles=0,
+                    dead_lettered_at=None,
+                    failed_at=None,
+                    next_attempt_at=None,
+                    message_id=message_id,
+                    queue_name=queue_name,
+                    queued_at=now,
+                    lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+                .returning(d.delivery_id)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if done is None:
+                current = s.execute(
+                    sa.select(d.status, d.message_id).where(d.delivery_id == delivery_id)
+                ).one()
+                if current.status == DeliveryStatus.QUEUED and current.message_id == message_id:
+                    return RequeueStep.RESUMED
+                return RequeueStep.STALE
+            log.info("delivery %s requeued from the dead-letter queue", delivery_id)
+            self._roll_up(s, row.notification_id, None, None, now, None, 0)
+            return RequeueStep.REQUEUED
+
+    def purge_dead_letter(
+        self, delivery_id: uuid.UUID, *, now: dt.datetime | None = None
+    ) -> PurgeStep:
+        """The database half of a purge: the delivery stays failed, ``last_error``
+        becomes "purged" (the original error stays in ``delivery_attempts``) and
+        ``dead_lettered_at`` is cleared (it is in no dead-letter queue any more).
+
+        Returns ``PURGED``, ``STALE`` (not dead-lettered any more) or ``MISSING``.
+        """
+        now = now or utcnow()
+        d = Delivery
+        with self.sessions.begin() as s:
+            exists = s.scalar(sa.select(d.delivery_id).where(d.delivery_id == delivery_id))
+            if exists is None:
+                return PurgeStep.MISSING
+            done = s.execute(
+                sa.update(d)
+                .where(
+                    d.delivery_id == delivery_id,
+                    d.status == DeliveryStatus.FAILED,
+                    d.dead_lettered_at.is_not(None),
+                )
+                .values(last_error=PURGED, dead_lettered_at=None, updated_at=now)
+                .returning(d.delivery_id)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if done is None:
+                return PurgeStep.STALE
+            log.info("delivery %s purged from the dead-letter queue", delivery_id)
+            return PurgeStep.PURGED
+
+    # --- real-time gateway -------------------------------------------------------------
+
+    def mark_in_app_received(
+        self, received: Sequence[tuple[uuid.UUID, uuid.UUID, dt.datetime]]
+    ) -> int:
+        """Record that WebSocket connections received in-app notifications.
+
+        ``received`` holds ``(notification_id, user_id, received_at)``; an entry
+        whose notification does not belong to that user is ignored. Sets
+        ``delivered_at`` (first receipt wins) and moves a pending or sent
+        notification, and its in-app delivery, to delivered; read and clicked
+        stay. Returns how many notifications changed.
+        """
+        if not received:
+            return 0
+        n, d = Notification, Delivery
+        changed = 0
+        with self.sessions.begin() as s:
+            for notification_id, user_id, now in sorted(set(received)):
+                result = s.execute(
+                    sa.update(n)
+                    .where(
+                        n.notification_id == notification_id,
+                        n.user_id == user_id,
+                        n.delivered_at.is_(None),
+                    )
+                    .values(
+                        delivered_at=now,
+                        status=sa.case(
+                            (
+                                n.status.in_([NotificationStatus.PENDING, NotificationStatus.SENT]),
+                                _status_literal(NotificationStatus.DELIVERED),
+                            ),
+                            else_=n.status,
+                        ),
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+                s.execute(
+                    sa.update(d)
+                    .where(
+                        d.notification_id == notification_id,
+                        d.channel == Channel.IN_APP,
+                        d.status.in_([DeliveryStatus.SENT, *IN_FLIGHT]),
+                    )
+                    .values(status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return changed
+
+    def mark_user_action(
+        self,
+        notification_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        clicked: bool,
+        at: dt.datetime | None = None,
+    ) -> bool:
+        """A read (or click) report from the user's client; False if not the owner's.
+
+        Read sets ``read_at`` (first report wins), ``is_read`` and status read
+        unless already clicked; click also sets ``clicked_at`` and status clicked.
+        """
+        now = at or utcnow()
+        n = Notification
+        values: dict[str, Any] = {
+            "read_at": sa.func.coalesce(n.read_at, now),
+            "is_read": True,
+            "updated_at": now,
+        }
+        if clicked:
+            values["clicked_at"] = sa.func.coalesce(n.clicked_at, now)
+            values["status"] = NotificationStatus.CLICKED
+        else:
+            values["status"] = sa.case(
+                (
+                    n.status == NotificationStatus.CLICKED,
+                    _status_literal(NotificationStatus.CLICKED),
+                ),
+                else_=_status_literal(NotificationStatus.READ),
+            )
+        with self.sessions.begin() as s:
+            result = s.execute(
+                sa.update(n)
+                .where(n.notification_id == notification_id, n.user_id == user_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
     # --- internals ------------------------------------------------------------------
 
     def _lock_notification(self, s: Session, notification_id: uuid.UUID) -> None:
-        # Two channels of one notification may finish at once; the roll-up of
-        # the notification's status must see both, so writers take turns.
-        s.execute(
-            sa.select(Notification.notification_id)
-            .where(Notification.notification_id == notification_id)
-            .with_for_update()
-        )
-
-    def _add_attempt(
-        self, s: Session, job: SendJob, attempt: AttemptRecord, *, number: int
-    ) -> None:
-        s.execute(
-            sa.insert(DeliveryAttempt).values(
-                delivery_id=job.delivery_id,
-                notification_id=job.notification_id,
-                channel=job.channel,
-                attempt_number=number,
-                provider=attempt.provider,
-                request_id=attempt.request_id or attempt.provider_message_id,
-                outcome=attempt.outcome,
-                error_message=attempt.error,
-                response=attempt.response,
-                started_at=attempt.started_at,
-                duration_ms=attempt.duration_ms,
-                created_at=utcnow(),
-            )
-        )
-
-    def _finish(
-        self,
-        s: Session,
-        delivery_id: uuid.UUID,
-        notification_id: uuid.UUID,
-        status: DeliveryStatus,
-        now: dt.datetime,
-        reason: str,
-    ) -> None:
-        s.execute(
-            sa.update(Delivery)
-            .where(Delivery.delivery_id == delivery_id)
-            .values(status=status, last_error=reason, lease_expires_at=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        self._roll_up(s, notification_id, None, None, now, reason, 0)
+        lock_notifications(s.connection(), [notification_id])
 
     def _roll_up(
         self,
@@ -587,81 +544,16 @@ class Repository:
         error: str | None,
         attempts_added: int,
     ) -> None:
-        """Recompute the notification's status from its deliveries (the documented rule).
-
-        * delivered - at least one channel delivered;
-        * sent      - none delivered, at least one accepted by its provider;
-        * failed    - every channel failed or was cancelled, at least one failed;
-        * cancelled - every channel was cancelled;
-        * pending   - otherwise (channels still in flight).
-        read and clicked, set by the user's client, are never overwritten.
-        """
-        statuses = [
-            DeliveryStatus(v)
-            for v in s.scalars(
-                sa.select(Delivery.status).where(Delivery.notification_id == notification_id)
-            )
-        ]
-        new_status = roll_up_status(statuses)
-        row = s.execute(
-            sa.select(
-                Notification.status,
-                Notification.provider_response,
-                Notification.sent_at,
-                Notification.delivered_at,
-            ).where(Notification.notification_id == notification_id)
-        ).one()
-        values: dict[str, Any] = {"updated_at": now}
-        if row.status not in USER_STATUSES:
-            values["status"] = new_status
-        if (
-            new_status in (NotificationStatus.SENT, NotificationStatus.DELIVERED)
-            and row.sent_at is None
-        ):
-            values["sent_at"] = now
-        if new_status is NotificationStatus.DELIVERED and row.delivered_at is None:
-            values["delivered_at"] = now
+        """Roll the notification's status up from its deliveries (see ``models.writeback``)."""
+        change = NotificationChange(error=error, attempts_added=attempts_added)
         if channel is not None and response is not None:
-            merged = dict(row.provider_response or {})
-            merged[channel.value] = response
-            values["provider_response"] = merged
-        if error is not None:
-            values["error_message"] = error
-        if attempts_added:
-            values["delivery_attempts"] = sa.func.coalesce(Notification.delivery_attempts, 0) + (
-                attempts_added
-            )
-        s.execute(
-            sa.update(Notification)
-            .where(Notification.notification_id == notification_id)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+            change.responses[channel.value] = response
+        roll_up(s.connection(), {notification_id: change}, now)
 
 
-_ACCEPTED = (AttemptOutcome.SENT, AttemptOutcome.DELIVERED)
-
-
-def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
-    """The provider response to store: the one answer, or each answer in order."""
-    if len(attempts) == 1:
-        return attempts[0].response
-    return {"results": [a.response for a in attempts]}
-
-
-def roll_up_status(statuses: Sequence[DeliveryStatus]) -> NotificationStatus:
-    """The notification status for the given delivery statuses (see ``_roll_up``)."""
-    if not statuses:
-        return NotificationStatus.PENDING
-    if DeliveryStatus.DELIVERED in statuses:
-        return NotificationStatus.DELIVERED
-    if DeliveryStatus.SENT in statuses:
-        return NotificationStatus.SENT
-    if any(st in IN_FLIGHT for st in statuses):
-        return NotificationStatus.PENDING
-    if DeliveryStatus.FAILED in statuses:
-        return NotificationStatus.FAILED
-    return NotificationStatus.CANCELLED
+def _status_literal(status: NotificationStatus) -> Any:
+    # A CAST, not a bound enum: psycopg sends enum members as text.
+    return sa.cast(sa.literal(status.value), Notification.__table__.c.status.type)
 
 
 def _priority_rank(column: Any) -> Any:

@@ -13,8 +13,8 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy.exc
 from tenacity import (
@@ -33,8 +33,8 @@ from channels.base import (
     ThrottledError,
 )
 from channels.registry import Providers
-from models.enums import AttemptOutcome, Channel
-from models.repository import AttemptRecord, Repository, SendJob, utcnow
+from models.enums import AttemptOutcome, Channel, DeliveryStatus
+from models.repository import AttemptRecord, SendJob, WriteBack, utcnow
 from workers.retry_policy import Action, RetryPolicy, decide
 
 log = logging.getLogger("clarion.delivery")
@@ -70,10 +70,21 @@ def _transient_db_error(exc: BaseException) -> bool:
     return False
 
 
+class DeliveryStore(Protocol):
+    """The database side of delivering: a :class:`~models.repository.Repository`,
+    or a :class:`~workers.batching.GroupCommitter` coalescing many threads' work."""
+
+    def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None: ...
+
+    def write_back(self, item: WriteBack) -> None: ...
+
+    def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None: ...
+
+
 class Deliverer:
     def __init__(
         self,
-        repository: Repository,
+        store: DeliveryStore,
         providers: Providers,
         *,
         policy: RetryPolicy,
@@ -81,7 +92,7 @@ class Deliverer:
         queued_lease_seconds: float = 3600.0,
         writeback_deadline: float = 60.0,
     ) -> None:
-        self.repository = repository
+        self.store = store
         self.providers = providers
         self.policy = policy
         self.lease_seconds = lease_seconds
@@ -100,9 +111,7 @@ class Deliverer:
         return self._writeback(fn, *args, **kwargs)
 
     def deliver(self, delivery_id: uuid.UUID) -> Outcome:
-        job = self._write(
-            self.repository.start_sending, delivery_id, lease_seconds=self.lease_seconds
-        )
+        job = self._write(self.store.start_sending, delivery_id, lease_seconds=self.lease_seconds)
         if job is None:
             log.info("delivery %s is not sendable (already handled); message dropped", delivery_id)
             return Outcome(Result.DROPPED)
@@ -152,14 +161,21 @@ class Deliverer:
         ]
         if dead:
             self._write(
-                self.repository.disable_addresses,
+                self.store.disable_addresses,
                 dead,
                 f"{provider.name} reported the address invalid or unregistered",
             )
 
         if receipts:
             delivered = any(r.delivered for r in receipts)
-            self._write(self.repository.record_success, job, records, delivered=delivered)
+            self._write(
+                self.store.write_back,
+                WriteBack(
+                    job,
+                    tuple(records),
+                    DeliveryStatus.DELIVERED if delivered else DeliveryStatus.SENT,
+                ),
+            )
             log.info(
                 "notification %s delivery %s %s via %s",
                 job.notification_id,
@@ -183,14 +199,16 @@ class Deliverer:
         if decision.action is Action.RETRY:
             retry_at = utcnow() + dt.timedelta(seconds=decision.delay)
             self._write(
-                self.repository.record_failure,
-                job,
-                records,
-                final=False,
-                counts_attempt=decision.counts_attempt,
-                error=text,
-                retry_at=retry_at,
-                lease_seconds=self.queued_lease_seconds,
+                self.store.write_back,
+                WriteBack(
+                    job,
+                    tuple(records),
+                    DeliveryStatus.QUEUED,
+                    error=text,
+                    counts_attempt=decision.counts_attempt,
+                    retry_at=retry_at,
+                    lease_seconds=self.queued_lease_seconds,
+                ),
             )
             log.warning(
                 "notification %s delivery %s: %s (%s); retrying in %.1f s",
@@ -203,13 +221,15 @@ class Deliverer:
             return Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text)
         exhausted = decision.action is Action.EXHAUSTED
         self._write(
-            self.repository.record_failure,
-            job,
-            records,
-            final=True,
-            counts_attempt=decision.counts_attempt,
-            error=text,
-            dead_letter=exhausted,
+            self.store.write_back,
+            WriteBack(
+                job,
+                tuple(records),
+                DeliveryStatus.FAILED,
+                error=text,
+                counts_attempt=decision.counts_attempt,
+                dead_letter=exhausted,
+            ),
         )
         log.warning(
             "notification %s delivery %s failed: %s (%s)",
@@ -221,7 +241,7 @@ class Deliverer:
         return Outcome(Result.EXHAUSTED if exhausted else Result.FAILED, error=text)
 
     def _fail_without_attempt(self, job: SendJob, error: str) -> Outcome:
-        self._write(self.repository.record_failure, job, [], final=True, error=error)
+        self._write(self.store.write_back, WriteBack(job, (), DeliveryStatus.FAILED, error=error))
         log.warning(
             "notification %s delivery %s failed: %s",
             job.notification_id,

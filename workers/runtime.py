@@ -13,6 +13,7 @@ from channels.registry import Providers
 from clarion.db import make_engine, session_factory
 from clarion.settings import Settings, get_settings
 from models.repository import Repository
+from workers.batching import GroupCommitter
 from workers.delivery import Deliverer
 from workers.retry_policy import RetryPolicy
 
@@ -34,7 +35,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
     # deliverer retries a write on a dropped connection anyway.
     engine = make_engine(settings.effective_database_url, pool_pre_ping=False)
     return Deliverer(
-        Repository(session_factory(engine)),
+        GroupCommitter(Repository(session_factory(engine))),
         providers or Providers(settings),
         policy=policy_from(settings),
         lease_seconds=settings.lease_seconds,

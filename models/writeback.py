@@ -1,0 +1,477 @@
+"""The workers' hot path in batches: take deliveries for sending, write outcomes back.
+
+Part of the repository layer (see ``models.repository``). Every function
+works on many deliveries in the caller's transaction with a fixed number of
+statements, so that a worker process can coalesce the database work of all
+its threads into one transaction (``workers.batching``, group commit): the
+cost per delivery falls with the load instead of rising with it. The
+single-delivery methods of :class:`~models.repository.Repository` call these
+with one item: there is one code path.
+
+Lock order, to stay free of deadlocks between concurrent batches: a batch
+locks the notifications it rolls up in ``notification_id`` order before it
+touches their deliveries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from models.enums import AttemptOutcome, Channel, DeliveryStatus, NotificationStatus
+from models.notifications import (
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    NotificationTemplate,
+    UserAddress,
+)
+
+_D: sa.Table = Delivery.__table__  # type: ignore[assignment]
+_N: sa.Table = Notification.__table__  # type: ignore[assignment]
+_T: sa.Table = NotificationTemplate.__table__  # type: ignore[assignment]
+_A: sa.Table = DeliveryAttempt.__table__  # type: ignore[assignment]
+_U: sa.Table = UserAddress.__table__  # type: ignore[assignment]
+
+IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+#: Notification statuses that delivery never overwrites (set by the user's client).
+USER_STATUSES = (NotificationStatus.READ, NotificationStatus.CLICKED)
+_ACCEPTED = (AttemptOutcome.SENT, AttemptOutcome.DELIVERED)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything Clarion stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddressRow:
+    address_id: uuid.UUID
+    address: str
+    secret: str | None = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendJob:
+    """What a worker needs to send one delivery, read when it took the delivery."""
+
+    delivery_id: uuid.UUID
+    notification_id: uuid.UUID
+    user_id: uuid.UUID
+    channel: Channel
+    attempts: int
+    throttles: int
+    max_attempts: int
+    title: str
+    message: str
+    html: bool
+    action_url: str | None
+    action_label: str | None
+    category: str
+    priority: str
+    auction_id: uuid.UUID | None
+    addresses: tuple[AddressRow, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The outcome of one provider call, to write back."""
+
+    outcome: AttemptOutcome
+    provider: str
+    started_at: dt.datetime
+    duration_ms: int
+    response: dict[str, Any]
+    request_id: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteBack:
+    """One delivery's outcome: its new state and the provider calls that led to it.
+
+    ``status`` is SENT or DELIVERED (accepted), FAILED (final), or QUEUED (a
+    retry at ``retry_at``, with a lease of ``lease_seconds`` beyond it).
+    """
+
+    job: SendJob
+    attempts: tuple[AttemptRecord, ...]
+    status: DeliveryStatus
+    error: str | None = None
+    counts_attempt: bool = True
+    retry_at: dt.datetime | None = None
+    lease_seconds: float = 3600.0
+    dead_letter: bool = False
+
+
+@dataclasses.dataclass
+class NotificationChange:
+    """What one batch adds to one notification before its status is rolled up."""
+
+    responses: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    attempts_added: int = 0
+
+
+# --- taking deliveries --------------------------------------------------------------
+
+
+def take_for_sending(
+    conn: Connection, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+) -> dict[uuid.UUID, SendJob | None]:
+    """The redelivery guard for many deliveries: queued -> sending, conditionally.
+
+    Maps every id to its :class:`SendJob`, or to None when the delivery is not
+    queued (sent already, being sent by another worker, failed, cancelled) or
+    does not exist. A delivery whose notification expired or was cancelled
+    while it waited is cancelled here instead of being handed out.
+    """
+    now = utcnow()
+    result: dict[uuid.UUID, SendJob | None] = dict.fromkeys(delivery_ids)
+    taken = conn.execute(
+        sa.update(_D)
+        .where(_D.c.delivery_id.in_(list(delivery_ids)), _D.c.status == DeliveryStatus.QUEUED)
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(
+            _D.c.delivery_id, _D.c.notification_id, _D.c.channel, _D.c.attempts, _D.c.throttles
+        )
+    ).all()
+    if not taken:
+        return result
+    notes = {
+        row.notification_id: row
+        for row in conn.execute(
+            sa.select(
+                _N.c.notification_id,
+                _N.c.user_id,
+                _N.c.status,
+                _N.c.expires_at,
+                _N.c.max_attempts,
+                _N.c.title,
+                _N.c.message,
+                _N.c.action_url,
+                _N.c.action_label,
+                _N.c.category,
+                _N.c.priority,
+                _N.c.auction_id,
+                _T.c.body_format,
+            )
+            .select_from(_N.outerjoin(_T, _T.c.template_id == _N.c.template_id))
+            .where(_N.c.notification_id.in_({t.notification_id for t in taken}))
+        )
+    }
+    cancelled: dict[str, list[Any]] = defaultdict(list)
+    live = []
+    for t in taken:
+        note = notes[t.notification_id]
+        expires_at = as_utc(note.expires_at)
+        if note.status == NotificationStatus.CANCELLED:
+            cancelled["notification was cancelled"].append(t)
+        elif expires_at is not None and expires_at <= now:
+            cancelled["expired before it was sent"].append(t)
+        else:
+            live.append(t)
+    if cancelled:
+        _cancel(conn, cancelled, now)
+    addresses = _addresses(
+        conn, {(notes[t.notification_id].user_id, Channel(t.channel)) for t in live}
+    )
+    for t in live:
+        note = notes[t.notification_id]
+        channel = Channel(t.channel)
+        result[t.delivery_id] = SendJob(
+            delivery_id=t.delivery_id,
+            notification_id=t.notification_id,
+            user_id=note.user_id,
+            channel=channel,
+            attempts=t.attempts,
+            throttles=t.throttles,
+            max_attempts=note.max_attempts or 3,
+            title=note.title,
+            message=note.message,
+            html=note.body_format == "html",
+            action_url=note.action_url,
+            action_label=note.action_label,
+            category=_text(note.category),
+            priority=_text(note.priority),
+            auction_id=note.auction_id,
+            addresses=tuple(addresses.get((note.user_id, channel), ())),
+        )
+    return result
+
+
+def _addresses(
+    conn: Connection, wanted: Iterable[tuple[uuid.UUID, Channel]]
+) -> dict[tuple[uuid.UUID, Channel], list[AddressRow]]:
+    wanted = {(user, channel) for user, channel in wanted if channel is not Channel.IN_APP}
+    found: dict[tuple[uuid.UUID, Channel], list[AddressRow]] = defaultdict(list)
+    if not wanted:
+        return found
+    rows = conn.execute(
+        sa.select(_U.c.user_id, _U.c.channel, _U.c.address_id, _U.c.address, _U.c.secret)
+        .where(
+            _U.c.user_id.in_({user for user, _ in wanted}),
+            _U.c.channel.in_({channel for _, channel in wanted}),
+            _U.c.is_active.is_(True),
+        )
+        .order_by(_U.c.created_at.desc())
+    )
+    for row in rows:
+        key = (row.user_id, Channel(row.channel))
+        if key in wanted:
+            found[key].append(AddressRow(row.address_id, row.address, row.secret))
+    return found
+
+
+def _cancel(conn: Connection, cancelled: Mapping[str, Sequence[Any]], now: dt.datetime) -> None:
+    changes: dict[uuid.UUID, NotificationChange] = {}
+    for reason, rows in cancelled.items():
+        conn.execute(
+            sa.update(_D)
+            .where(_D.c.delivery_id.in_([r.delivery_id for r in rows]))
+            .values(
+                status=DeliveryStatus.CANCELLED,
+                last_error=reason,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        for r in rows:
+            changes[r.notification_id] = NotificationChange(error=reason)
+    roll_up(conn, changes, now)
+
+
+# --- writing outcomes back -----------------------------------------------------------
+
+
+def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
+    """Write the outcomes of many deliveries: delivery rows, attempt history, and
+    each notification's rolled-up status, in the caller's transaction."""
+    if not items:
+        return
+    now = utcnow()
+    notes = lock_notifications(conn, {i.job.notification_id for i in items})
+    delivery_rows = []
+    attempt_rows = []
+    changes: dict[uuid.UUID, NotificationChange] = defaultdict(NotificationChange)
+    for item in items:
+        job = item.job
+        accepted = item.status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+        counted = accepted or (bool(item.attempts) and item.counts_attempt)
+        throttled = any(a.outcome is AttemptOutcome.THROTTLED for a in item.attempts)
+        response = _combined_response(item.attempts) if item.attempts else None
+        first_ok = next((a for a in item.attempts if a.outcome in _ACCEPTED), None)
+        retry = item.status is DeliveryStatus.QUEUED
+        wake = (item.retry_at or now) if retry else None
+        delivery_rows.append(
+            {
+                "b_delivery_id": job.delivery_id,
+                "b_status": item.status,
+                "b_attempts": job.attempts + (1 if counted else 0),
+                "b_throttles": job.throttles + (1 if throttled else 0),
+                "b_provider": item.attempts[-1].provider if item.attempts else None,
+                "b_provider_message_id": first_ok.provider_message_id if first_ok else None,
+                "b_provider_response": response,
+                "b_last_error": item.error,
+                "b_lease_expires_at": (
+                    wake + dt.timedelta(seconds=item.lease_seconds) if wake else None
+                ),
+                "b_next_attempt_at": wake,
+                "b_sent_at": now if accepted else None,
+                "b_delivered_at": now if item.status is DeliveryStatus.DELIVERED else None,
+                "b_failed_at": now if item.status is DeliveryStatus.FAILED else None,
+                "b_dead_lettered_at": now if item.dead_letter else None,
+                "b_updated_at": now,
+            }
+        )
+        for record in item.attempts:
+            attempt_rows.append(
+                {
+                    "delivery_id": job.delivery_id,
+                    "notification_id": job.notification_id,
+                    "channel": job.channel,
+                    "attempt_number": job.attempts + 1,
+                    "provider": record.provider,
+                    "request_id": record.request_id or record.provider_message_id,
+                    "outcome": record.outcome,
+                    "error_message": record.error,
+                    "response": record.response,
+                    "started_at": record.started_at,
+                    "duration_ms": record.duration_ms,
+                    "created_at": now,
+                }
+            )
+        change = changes[job.notification_id]
+        if response is not None:
+            change.responses[job.channel.value] = response
+        if item.error is not None:
+            change.error = f"{job.channel.value}: {item.error}"
+        change.attempts_added += 1 if counted else 0
+    columns = (
+        "status",
+        "attempts",
+        "throttles",
+        "provider",
+        "provider_message_id",
+        "provider_response",
+        "last_error",
+        "lease_expires_at",
+        "next_attempt_at",
+        "sent_at",
+        "delivered_at",
+        "failed_at",
+        "dead_lettered_at",
+        "updated_at",
+    )
+    conn.execute(
+        sa.update(_D)
+        .where(_D.c.delivery_id == sa.bindparam("b_delivery_id"))
+        .values({c: sa.bindparam(f"b_{c}") for c in columns}),
+        delivery_rows,
+    )
+    if attempt_rows:
+        conn.execute(sa.insert(_A), attempt_rows)
+    roll_up(conn, changes, now, notes=notes)
+
+
+def lock_notifications(
+    conn: Connection, notification_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """Lock the notifications (in id order) and read what the roll-up needs.
+
+    Two channels of one notification may finish at once; the roll-up must see
+    both, so writers take turns on the notification row.
+    """
+    ids = sorted(set(notification_ids))
+    rows = conn.execute(
+        sa.select(
+            _N.c.notification_id,
+            _N.c.status,
+            _N.c.provider_response,
+            _N.c.sent_at,
+            _N.c.delivered_at,
+            _N.c.error_message,
+            _N.c.delivery_attempts,
+        )
+        .where(_N.c.notification_id.in_(ids))
+        .order_by(_N.c.notification_id)
+        .with_for_update()
+    )
+    return {row.notification_id: row for row in rows}
+
+
+def roll_up(
+    conn: Connection,
+    changes: Mapping[uuid.UUID, NotificationChange],
+    now: dt.datetime,
+    *,
+    notes: Mapping[uuid.UUID, Any] | None = None,
+) -> None:
+    """Recompute each notification's status from its deliveries (the documented rule).
+
+    * delivered - at least one channel delivered;
+    * sent      - none delivered, at least one accepted by its provider;
+    * pending   - a channel still queued or sending;
+    * failed    - every channel failed or was cancelled, at least one failed;
+    * cancelled - every channel was cancelled.
+
+    read and clicked, set by the user's client, are never overwritten.
+    ``sent_at``/``delivered_at`` keep the first channel's time; provider
+    responses are merged under each channel's name. ``notes`` are the rows
+    :func:`lock_notifications` returned, when the caller locked them already.
+    """
+    if not changes:
+        return
+    if notes is None:
+        notes = lock_notifications(conn, changes)
+    # Read after the lock (a new statement, a new snapshot): the other
+    # channels' outcomes committed while this transaction waited are seen.
+    statuses: dict[uuid.UUID, list[DeliveryStatus]] = defaultdict(list)
+    for notification_id, status in conn.execute(
+        sa.select(_D.c.notification_id, _D.c.status).where(_D.c.notification_id.in_(list(changes)))
+    ):
+        statuses[notification_id].append(DeliveryStatus(status))
+    params = []
+    for notification_id, change in changes.items():
+        row = notes.get(notification_id)
+        if row is None:
+            continue
+        new_status = roll_up_status(statuses[notification_id])
+        status = row.status if row.status in USER_STATUSES else new_status
+        reached = new_status in (NotificationStatus.SENT, NotificationStatus.DELIVERED)
+        responses = row.provider_response
+        if change.responses:
+            responses = {**(row.provider_response or {}), **change.responses}
+        params.append(
+            {
+                "b_notification_id": notification_id,
+                "b_status": status,
+                "b_sent_at": row.sent_at or (now if reached else None),
+                "b_delivered_at": row.delivered_at
+                or (now if new_status is NotificationStatus.DELIVERED else None),
+                "b_provider_response": responses,
+                "b_error_message": change.error if change.error is not None else row.error_message,
+                "b_delivery_attempts": (row.delivery_attempts or 0) + change.attempts_added,
+                "b_updated_at": now,
+            }
+        )
+    if params:
+        columns = (
+            "status",
+            "sent_at",
+            "delivered_at",
+            "provider_response",
+            "error_message",
+            "delivery_attempts",
+            "updated_at",
+        )
+        conn.execute(
+            sa.update(_N)
+            .where(_N.c.notification_id == sa.bindparam("b_notification_id"))
+            .values({c: sa.bindparam(f"b_{c}") for c in columns}),
+            params,
+        )
+
+
+def roll_up_status(statuses: Sequence[DeliveryStatus]) -> NotificationStatus:
+    """The notification status for the given delivery statuses (see :func:`roll_up`)."""
+    if not statuses:
+        return NotificationStatus.PENDING
+    if DeliveryStatus.DELIVERED in statuses:
+        return NotificationStatus.DELIVERED
+    if DeliveryStatus.SENT in statuses:
+        return NotificationStatus.SENT
+    if any(st in IN_FLIGHT for st in statuses):
+        return NotificationStatus.PENDING
+    if DeliveryStatus.FAILED in statuses:
+        return NotificationStatus.FAILED
+    return NotificationStatus.CANCELLED
+
+
+def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
+    """The provider response to store: the one answer, or each answer in order."""
+    if len(attempts) == 1:
+        return attempts[0].response
+    return {"results": [a.response for a in attempts]}
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value))

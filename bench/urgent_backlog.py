@@ -99,8 +99,14 @@ def main() -> None:
         procs.append(subprocess.Popen([*clarion, "scheduler"], env=env))
         procs.append(
             subprocess.Popen(
-                [*clarion, "worker", "--processes", str(args.processes),
-                 "--threads", str(args.threads)],
+                [
+                    *clarion,
+                    "worker",
+                    "--processes",
+                    str(args.processes),
+                    "--threads",
+                    str(args.threads),
+                ],
                 env=env,
             )
         )

@@ -13,6 +13,7 @@ from clarion.errors import (
     TemplateError,
     ValidationError,
 )
+from clarion.events import publish_event
 
 __version__ = "0.1.0"
 
@@ -24,4 +25,5 @@ __all__ = [
     "TemplateError",
     "ValidationError",
     "notify",
+    "publish_event",
 ]

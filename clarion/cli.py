@@ -10,6 +10,8 @@ Exit codes (also in the README):
 4   the database is unreachable
 5   the broker is unreachable
 6   not found
+7   unhealthy (``clarion status --check``)
+8   partly failed (``clarion dlq requeue|purge``: some entries failed)
 ==  ==========================================================
 """
 
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 
 import sqlalchemy.exc
 
-from clarion.errors import ClarionError, NotFoundError, SettingsError, ValidationError
+from clarion.errors import BrokerUnavailable, NotFoundError, SettingsError, ValidationError
 from clarion.settings import Settings
 
 EXIT_OK = 0
@@ -32,12 +34,10 @@ EXIT_SETTINGS = 3
 EXIT_DATABASE = 4
 EXIT_BROKER = 5
 EXIT_NOT_FOUND = 6
+EXIT_UNHEALTHY = 7
+EXIT_PARTIAL = 8
 
 log = logging.getLogger("clarion.cli")
-
-
-class BrokerUnavailable(ClarionError):
-    pass
 
 
 def _settings() -> Settings:
@@ -101,10 +101,15 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    settings = _settings()  # fail here, naming the variable, not inside a forked child
+    # Dramatiq reads its idle-poll bound once, when first imported: an empty
+    # queue (an urgent lane) is polled at least this often.
+    os.environ.setdefault("dramatiq_worker_timeout", str(settings.worker_idle_poll_ms))
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    _settings()  # fail here, naming the variable, not inside a forked child
     argv = ["workers.entry", "--processes", str(args.processes), "--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
@@ -124,6 +129,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
         return EXIT_OK
     for variable, value, doc in settings.describe():
         print(f"{variable} = {value}\n    {doc}")
+    return EXIT_OK
+
+
+def cmd_gateway(_args: argparse.Namespace) -> int:
+    from clarion.logging import configure_logging
+    from realtime.gateway import run_gateway
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    run_gateway(settings)
     return EXIT_OK
 
 
@@ -168,9 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     settings.set_defaults(func=cmd_settings)
 
+    gateway = sub.add_parser("gateway", help="run the real-time WebSocket gateway")
+    gateway.set_defaults(func=cmd_gateway)
+
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")
     demo.add_argument("--fast", action="store_true", help="shorter retry waits")
     demo.set_defaults(func=cmd_demo)
+
+    from clarion.operators.commands import add_parsers
+
+    add_parsers(sub)  # dlq, status, inspect
     return parser
 
 

@@ -8,6 +8,7 @@ Every error Clarion raises on purpose derives from :class:`ClarionError`::
     ├── TemplateError            a template cannot be parsed or rendered
     │   └── MissingVariableError a placeholder has no value in template_data
     ├── NotFoundError            an id that does not exist
+    ├── BrokerUnavailable        the broker did not answer
     └── channels.ChannelError    a provider refused or failed (see channels.base)
         ├── RetryableError       timeouts, connection errors, 5xx
         │   └── ThrottledError   429 and friends, with the provider's Retry-After
@@ -54,3 +55,7 @@ class MissingVariableError(TemplateError):
 
 class NotFoundError(ClarionError, LookupError):
     """The thing asked for does not exist."""
+
+
+class BrokerUnavailable(ClarionError):
+    """The broker did not answer (connection refused, timed out, closed)."""

@@ -244,6 +244,88 @@ class Settings:
         _bool,
         "Allow webhook endpoints on loopback, private and link-local addresses.",
     )
+    # --- real time -------------------------------------------------------------------
+    gateway_host: str = setting(
+        "CLARION_GATEWAY_HOST", "127.0.0.1", _str, "Address the WebSocket gateway listens on."
+    )
+    gateway_port: int = setting(
+        "CLARION_GATEWAY_PORT", 8765, _positive_int, "Port of the WebSocket gateway."
+    )
+    jwt_secret: str | None = setting(
+        "CLARION_JWT_SECRET",
+        None,
+        _optional_str,
+        "HS256 key of the gateway's connection tokens (claims: sub = user id, exp). "
+        "Required unless CLARION_ALLOW_ANONYMOUS is true.",
+        secret=True,
+    )
+    allow_anonymous: bool = setting(
+        "CLARION_ALLOW_ANONYMOUS",
+        False,
+        _bool,
+        "Accept connections without a token; they see public events only.",
+    )
+    events_channel: str = setting(
+        "CLARION_EVENTS_CHANNEL",
+        "clarion:events",
+        _str,
+        "Redis pub/sub channel that carries real-time events to every gateway.",
+    )
+    event_history_seconds: float = setting(
+        "CLARION_EVENT_HISTORY_SECONDS",
+        300.0,
+        _positive_float,
+        "How far back a reconnecting client can resume; older misses are reported as a gap.",
+    )
+    event_relay_after: float = setting(
+        "CLARION_EVENT_RELAY_AFTER",
+        5.0,
+        _positive_float,
+        "An event still unpublished this many seconds after it was written (the publisher "
+        "crashed after commit) is published by the gateway's relay.",
+    )
+    event_max_redeliveries: int = setting(
+        "CLARION_EVENT_MAX_REDELIVERIES",
+        3,
+        _positive_int,
+        "Times an event that needs an ack is sent again to a connection that did not ack.",
+    )
+    gateway_heartbeat: float = setting(
+        "CLARION_GATEWAY_HEARTBEAT",
+        25.0,
+        _positive_float,
+        "Seconds between pings to each client.",
+    )
+    gateway_heartbeat_timeout: float = setting(
+        "CLARION_GATEWAY_HEARTBEAT_TIMEOUT",
+        10.0,
+        _positive_float,
+        "A client that has not answered a ping within this many seconds is disconnected.",
+    )
+    gateway_outbound_queue: int = setting(
+        "CLARION_GATEWAY_OUTBOUND_QUEUE",
+        1000,
+        _positive_int,
+        "Frames queued for one connection before it is cut off as a slow consumer.",
+    )
+    gateway_flush_interval: float = setting(
+        "CLARION_GATEWAY_FLUSH_INTERVAL",
+        5.0,
+        _positive_float,
+        "Seconds between batched writes of connection counters, acks and delivery status.",
+    )
+    gateway_compression: bool = setting(
+        "CLARION_GATEWAY_COMPRESSION",
+        False,
+        _bool,
+        "Offer permessage-deflate (about 4x the memory per connection).",
+    )
+    gateway_max_message: int = setting(
+        "CLARION_GATEWAY_MAX_MESSAGE",
+        65536,
+        _positive_int,
+        "Largest frame accepted from a client, bytes.",
+    )
     # --- logging --------------------------------------------------------------------
     log_level: str = setting(
         "CLARION_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level."

@@ -139,6 +139,7 @@ class GroupCommitter:
                     later.append(take)
                 else:
                     first[take.delivery_id] = take
+
             def take_many(items: Sequence[_Take], lease: float = lease) -> Any:
                 return self.repository.start_sending_many(
                     [t.delivery_id for t in items], lease_seconds=lease

@@ -1,0 +1,490 @@
+"""Dead-letter queues and queue counts, behind one small interface per broker.
+
+Dramatiq has no API to list or requeue dead letters, so each broker's layout
+is read directly (dramatiq 2.2.1):
+
+* **Redis** (:class:`RedisDeadLetters`): ``dramatiq:<Q>.XQ`` is a sorted set of
+  Redis message ids scored by dead-letter time (ms), ``dramatiq:<Q>.XQ.msgs`` a
+  hash id -> payload. A queue is the list ``dramatiq:<Q>`` (ids waiting) plus
+  the hash ``dramatiq:<Q>.msgs`` (payloads of waiting and fetched-but-unacked
+  messages); the delay queue is ``<Q>.DQ`` with the same two keys. Moving a dead
+  letter back is one Lua script: it enqueues the copy exactly as Dramatiq's
+  ``enqueue`` command does (``hset`` + ``rpush``) *only if* it removed the
+  dead letter, so two operators racing on one entry enqueue it once, and an
+  interruption leaves either the dead letter or the copy, never both.
+* **RabbitMQ** (:class:`RabbitmqDeadLetters`): Dramatiq declares ``<Q>`` with a
+  dead-letter exchange routing rejected messages to the durable queue
+  ``<Q>.XQ``. AMQP has no "peek", so entries are read with ``basic_get``
+  *without acknowledging them*: they stay owned by this channel (invisible to
+  other readers) until the channel closes, when RabbitMQ puts every
+  unacknowledged one back at its place in the queue. Moving one back is a
+  publish of the copy to ``<Q>`` and the ``basic_ack`` of the dead letter in
+  one AMQP transaction (``tx_select``/``tx_commit``): both happen or neither.
+  Consume-and-republish was rejected: it reorders the queue, resets the
+  dead-letter TTL, and a crash in between duplicates or loses messages.
+  The time of death is the ``x-death`` header's (one-second resolution).
+
+The message copy that goes back (:func:`requeue_copy`) has a message id derived
+from the dead letter's (uuid5), ``retries`` 0 and no stale ``eta``/traceback:
+the id is what lets a requeue interrupted between its database step and its
+broker step be finished by the next run (see :mod:`clarion.operators.dlq`).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dramatiq
+from dramatiq.errors import DecodeError
+
+from clarion.errors import BrokerUnavailable
+from workers.queues import all_queues
+
+log = logging.getLogger("clarion.operators")
+
+__all__ = ["BrokerUnavailable", "DeadLetter", "DeadLetters", "QueueCounts", "open_dead_letters"]
+
+#: Namespace of the ids of requeued copies: uuid5(REQUEUE_NAMESPACE, dead letter's id).
+REQUEUE_NAMESPACE = uuid.UUID("6c1a7e0e-5d3b-4f7e-9a51-0c1a2f3e4d5c")
+#: Options of a dead letter that must not travel with its copy.
+_DROPPED_OPTIONS = ("eta", "traceback", "redis_message_id", "retries", "dead_message")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """One message in a dead-letter queue."""
+
+    message_id: str
+    queue: str  # the base queue it died on (and goes back to)
+    actor: str
+    args: tuple[Any, ...]
+    died_at: dt.datetime | None
+    message: dramatiq.Message[Any] = dataclasses.field(repr=False, compare=False)
+    #: The broker's own key of the entry (Redis message id, AMQP delivery tag).
+    handle: str = dataclasses.field(repr=False, default="")
+
+    @property
+    def delivery_id(self) -> uuid.UUID | None:
+        """The delivery the message carries (actors take a delivery id only)."""
+        if len(self.args) != 1:
+            return None
+        try:
+            return uuid.UUID(str(self.args[0]))
+        except ValueError:
+            return None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueCounts:
+    queue: str
+    ready: int  # waiting to be fetched
+    delayed: int  # waiting in the delay queue (retries with backoff)
+    dead: int  # in the dead-letter queue
+    unacked: int | None = None  # fetched by a worker, not yet acknowledged (Redis only)
+    consumers: int | None = None  # RabbitMQ only
+
+
+def requeue_message_id(dead_message_id: str) -> str:
+    """The message id of the copy a requeue puts back for this dead letter."""
+    return str(uuid.uuid5(REQUEUE_NAMESPACE, dead_message_id))
+
+
+def requeue_copy(letter: DeadLetter) -> dramatiq.Message[Any]:
+    """The message to put back on the base queue: same actor and delivery id,
+    a derived message id, ``retries`` 0, no leftover ``eta`` or traceback."""
+    options = {k: v for k, v in letter.message.options.items() if k not in _DROPPED_OPTIONS}
+    options["retries"] = 0
+    return dramatiq.Message(
+        queue_name=letter.queue,
+        actor_name=letter.actor,
+        args=letter.message.args,
+        kwargs=dict(letter.message.kwargs),
+        options=options,
+        message_id=requeue_message_id(letter.message_id),
+        message_timestamp=int(time.time() * 1000),
+    )
+
+
+def _base(queue_name: str) -> str:
+    for suffix in (".DQ", ".XQ"):
+        if queue_name.endswith(suffix):
+            return queue_name[: -len(suffix)]
+    return queue_name
+
+
+class DeadLetters(abc.ABC):
+    """What the operator commands need from a broker; one implementation per broker."""
+
+    def __init__(self, queues: Sequence[str] | None = None) -> None:
+        self.queues = list(queues) if queues is not None else all_queues()
+
+    @abc.abstractmethod
+    def entries(self, queues: Sequence[str] | None = None) -> list[DeadLetter]:
+        """Every dead letter of ``queues`` (default: all Clarion queues), newest first."""
+
+    @abc.abstractmethod
+    def move(self, letter: DeadLetter, copy: dramatiq.Message[Any]) -> bool:
+        """Enqueue ``copy`` on the base queue and remove ``letter``, atomically.
+
+        Returns False (and enqueues nothing) when the entry is no longer there.
+        """
+
+    @abc.abstractmethod
+    def remove(self, letter: DeadLetter) -> bool:
+        """Remove ``letter`` from its dead-letter queue; False if it was gone."""
+
+    @abc.abstractmethod
+    def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
+        """Ready, delayed and dead message counts per queue."""
+
+    @abc.abstractmethod
+    def live_workers(self, window_seconds: float) -> int:
+        """How many worker processes show signs of life."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (on RabbitMQ: hand back every entry not moved)."""
+
+    def __enter__(self) -> DeadLetters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_dead_letters(broker_url: str, queues: Sequence[str] | None = None) -> DeadLetters:
+    """The implementation for ``broker_url`` (``redis://`` or ``amqp://``)."""
+    if broker_url.startswith(("amqp://", "amqps://")):
+        return RabbitmqDeadLetters(broker_url, queues)
+    return RedisDeadLetters(broker_url, queues)
+
+
+def _redacted(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+    return f"{scheme}://{host}"
+
+
+# --- Redis ---------------------------------------------------------------------------
+
+# KEYS: queue list, queue msgs hash, XQ zset, XQ msgs hash.
+# ARGV: dead letter's redis id, copy's redis id, copy's payload.
+_MOVE_SCRIPT = """
+if redis.call("hdel", KEYS[4], ARGV[1]) == 0 then
+    redis.call("zrem", KEYS[3], ARGV[1])
+    return 0
+end
+redis.call("zrem", KEYS[3], ARGV[1])
+redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
+redis.call("rpush", KEYS[1], ARGV[2])
+return 1
+"""
+
+_REMOVE_SCRIPT = """
+redis.call("zrem", KEYS[1], ARGV[1])
+return redis.call("hdel", KEYS[2], ARGV[1])
+"""
+
+
+class RedisDeadLetters(DeadLetters):
+    def __init__(
+        self, url: str, queues: Sequence[str] | None = None, *, namespace: str = "dramatiq"
+    ) -> None:
+        import redis
+
+        super().__init__(queues)
+        self.url = url
+        self.namespace = namespace
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self._move = self.client.register_script(_MOVE_SCRIPT)
+        self._remove = self.client.register_script(_REMOVE_SCRIPT)
+
+    def _key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"{_redacted(self.url)}: {exc}") from exc
+
+    def entries(self, queues: Sequence[str] | None = None) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        with self._errors():
+            for queue in queues if queues is not None else self.queues:
+                xq = self._key(f"{queue}.XQ")
+                pipe = self.client.pipeline(transaction=True)
+                pipe.zrange(xq, 0, -1, withscores=True)
+                pipe.hgetall(f"{xq}.msgs")
+                scored, payloads = pipe.execute()
+                died = {m.decode(): s for m, s in scored}
+                for raw_id, data in payloads.items():
+                    handle = raw_id.decode()
+                    letter = _decode(data, queue, handle)
+                    if letter is None:
+                        continue
+                    score = died.get(handle)
+                    when = (
+                        dt.datetime.fromtimestamp(score / 1000, dt.UTC)
+                        if score is not None
+                        else None
+                    )
+                    found.append(dataclasses.replace(letter, died_at=when))
+        return _newest_first(found)
+
+    def move(self, letter: DeadLetter, copy: dramatiq.Message[Any]) -> bool:
+        redis_id = str(uuid.uuid4())
+        copy = copy.copy(options={"redis_message_id": redis_id})
+        queue = _base(copy.queue_name)
+        with self._errors():
+            moved = self._move(
+                keys=[
+                    self._key(queue),
+                    self._key(f"{queue}.msgs"),
+                    self._key(f"{letter.queue}.XQ"),
+                    self._key(f"{letter.queue}.XQ.msgs"),
+                ],
+                args=[letter.handle, redis_id, copy.encode()],
+            )
+        return bool(moved)
+
+    def remove(self, letter: DeadLetter) -> bool:
+        with self._errors():
+            removed = self._remove(
+                keys=[self._key(f"{letter.queue}.XQ"), self._key(f"{letter.queue}.XQ.msgs")],
+                args=[letter.handle],
+            )
+        return bool(removed)
+
+    def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
+        names = list(queues if queues is not None else self.queues)
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for q in names:
+                pipe.llen(self._key(q))  # list of ids waiting
+                pipe.hlen(self._key(f"{q}.msgs"))  # waiting + fetched, not acked
+                pipe.hlen(self._key(f"{q}.DQ.msgs"))  # delayed (workers prefetch them)
+                pipe.zcard(self._key(f"{q}.XQ"))
+            values = pipe.execute()
+        result = []
+        for i, q in enumerate(names):
+            ready, stored, delayed, dead = values[4 * i : 4 * i + 4]
+            result.append(
+                QueueCounts(q, int(ready), int(delayed), int(dead), unacked=max(0, stored - ready))
+            )
+        return result
+
+    def live_workers(self, window_seconds: float) -> int:
+        """Broker ids in ``__heartbeats__`` fresher than the window.
+
+        Every Dramatiq command stamps the caller's broker id; an idle worker
+        fetches from each of its queues at least once a second. A scheduler
+        stamps only while it enqueues. (This class never goes through
+        Dramatiq's dispatch script, so ``clarion`` itself leaves no heartbeat.)
+        """
+        since = (time.time() - window_seconds) * 1000
+        with self._errors():
+            return int(self.client.zcount(self._key("__heartbeats__"), since, "+inf"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- RabbitMQ ------------------------------------------------------------------------
+
+
+class RabbitmqDeadLetters(DeadLetters):
+    def __init__(self, url: str, queues: Sequence[str] | None = None) -> None:
+        super().__init__(queues)
+        self.url = url
+        self._connection: Any = None
+        self._holder: Any = None  # the channel holding the unacked entries read
+        self._probe: Any = None  # a channel for passive declares (a 404 closes it)
+        self._tags: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        import pika.exceptions
+
+        try:
+            yield
+        except (
+            pika.exceptions.AMQPConnectionError,
+            pika.exceptions.ConnectionClosed,
+            pika.exceptions.StreamLostError,
+            OSError,
+        ) as exc:
+            raise BrokerUnavailable(f"{_redacted(self.url)}: {type(exc).__name__} {exc}") from exc
+
+    def _conn(self) -> Any:
+        import pika
+
+        if self._connection is None or not self._connection.is_open:
+            params = pika.URLParameters(self.url)
+            params.connection_attempts = 1
+            params.socket_timeout = 5
+            params.blocked_connection_timeout = 10
+            with self._errors():
+                self._connection = pika.BlockingConnection(params)
+        return self._connection
+
+    def _probe_channel(self) -> Any:
+        if self._probe is None or not self._probe.is_open:
+            self._probe = self._conn().channel()
+        return self._probe
+
+    def _declare_passive(self, name: str) -> Any | None:
+        """queue_declare(passive) or None when the queue does not exist."""
+        import pika.exceptions
+
+        try:
+            return self._probe_channel().queue_declare(queue=name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                self._probe = None
+                return None
+            raise
+
+    def _release(self) -> None:
+        """Close the holding channel: RabbitMQ requeues every entry not acked."""
+        if self._holder is not None and self._holder.is_open:
+            with contextlib.suppress(Exception):
+                self._holder.close()
+        self._holder = None
+        self._tags = {}
+
+    def entries(self, queues: Sequence[str] | None = None) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        with self._errors():
+            self._release()
+            names = [q for q in (queues if queues is not None else self.queues)]
+            existing = [q for q in names if self._declare_passive(f"{q}.XQ") is not None]
+            holder = self._conn().channel()
+            holder.tx_select()
+            self._holder = holder
+            for queue in existing:
+                while True:
+                    method, properties, body = holder.basic_get(f"{queue}.XQ", auto_ack=False)
+                    if method is None:
+                        break
+                    handle = f"{queue}:{method.delivery_tag}"
+                    self._tags[handle] = method.delivery_tag
+                    letter = _decode(body, queue, handle)
+                    if letter is None:
+                        continue
+                    found.append(dataclasses.replace(letter, died_at=_x_death_time(properties)))
+        return _newest_first(found)
+
+    def move(self, letter: DeadLetter, copy: dramatiq.Message[Any]) -> bool:
+        import pika
+
+        tag = self._tags.pop(letter.handle, None)
+        if tag is None or self._holder is None:
+            return False
+        queue = _base(copy.queue_name)
+        with self._errors():
+            if self._declare_passive(queue) is None:
+                # Declared the way Dramatiq declares it, or the publish is dropped.
+                self._probe_channel().queue_declare(
+                    queue=queue,
+                    durable=True,
+                    arguments={
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": f"{queue}.XQ",
+                    },
+                )
+            self._holder.basic_publish(
+                exchange="",
+                routing_key=queue,
+                body=copy.encode(),
+                properties=pika.BasicProperties(
+                    delivery_mode=2, priority=copy.options.get("broker_priority")
+                ),
+            )
+            self._holder.basic_ack(tag)
+            self._holder.tx_commit()
+        return True
+
+    def remove(self, letter: DeadLetter) -> bool:
+        tag = self._tags.pop(letter.handle, None)
+        if tag is None or self._holder is None:
+            return False
+        with self._errors():
+            self._holder.basic_ack(tag)
+            self._holder.tx_commit()
+        return True
+
+    def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
+        result = []
+        with self._errors():
+            for q in queues if queues is not None else self.queues:
+                base = self._declare_passive(q)
+                delayed = self._declare_passive(f"{q}.DQ")
+                dead = self._declare_passive(f"{q}.XQ")
+                result.append(
+                    QueueCounts(
+                        q,
+                        base.method.message_count if base else 0,
+                        delayed.method.message_count if delayed else 0,
+                        dead.method.message_count if dead else 0,
+                        consumers=base.method.consumer_count if base else 0,
+                    )
+                )
+        return result
+
+    def live_workers(self, window_seconds: float) -> int:
+        """The most consumers on any Clarion queue: every worker process
+        consumes each of its queues once (RabbitMQ drops a dead one's at once)."""
+        return max((c.consumers or 0 for c in self.counts()), default=0)
+
+    def close(self) -> None:
+        self._release()
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        self._connection = None
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _decode(data: bytes, queue: str, handle: str) -> DeadLetter | None:
+    try:
+        message = dramatiq.Message.decode(data)
+    except DecodeError:
+        log.warning("dead letter %s on %s cannot be decoded; left alone", handle, queue)
+        return None
+    return DeadLetter(
+        message_id=message.message_id,
+        queue=queue,
+        actor=message.actor_name,
+        args=tuple(message.args),
+        died_at=None,
+        message=message,
+        handle=handle,
+    )
+
+
+def _x_death_time(properties: Any) -> dt.datetime | None:
+    headers = getattr(properties, "headers", None) or {}
+    deaths = headers.get("x-death") or []
+    if deaths and isinstance(deaths[0], dict):
+        when = deaths[0].get("time")
+        if isinstance(when, dt.datetime):
+            return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return None
+
+
+def _newest_first(letters: list[DeadLetter]) -> list[DeadLetter]:
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return sorted(letters, key=lambda e: e.died_at or oldest, reverse=True)

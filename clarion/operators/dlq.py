@@ -1,0 +1,438 @@
+"""Dead letters joined with the database: list, show, requeue, purge.
+
+A dead letter is matched to its ``notification_deliveries`` row by the delivery
+id it carries (every delivery actor takes exactly that argument); the row, not
+the broker, says what happened last (the broker's payload is one attempt
+behind). Writes go through :class:`~models.repository.Repository`.
+
+Requeue, per dead letter, in this order:
+
+1. database (one transaction, :meth:`Repository.requeue_dead_letter`): the
+   delivery goes from failed back to queued with attempts reset, and records
+   the message id of the copy about to be enqueued; that id is derived from
+   the dead letter's (:func:`~clarion.operators.deadletters.requeue_message_id`);
+2. broker (:meth:`DeadLetters.move`): the copy is enqueued on the base queue
+   and the dead letter removed, atomically.
+
+The database goes first so that a worker never receives the copy while the
+row still says failed (it would drop it). If a run stops between 1 and 2, the
+dead letter is still there and the row is queued with the derived id: the next
+run recognises its own half-done requeue (``RESUMED``) and does step 2 only.
+A dead letter whose row is no longer dead-lettered (requeued and finished
+since, purged, or a second dead letter of one delivery) is stale: it is
+removed and counted as skipped. So each dead letter moves at most once and
+each delivery is requeued at most once per death.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from clarion.errors import NotFoundError, ValidationError
+from clarion.operators.deadletters import (
+    BrokerUnavailable,
+    DeadLetter,
+    DeadLetters,
+    requeue_copy,
+)
+from models.enums import Channel
+from models.notifications import Delivery, DeliveryAttempt, Notification
+from models.repository import PurgeStep, Repository, RequeueStep, as_utc, utcnow
+from workers.queues import all_queues, channel_of
+
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_AGE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, *, field: str, now: dt.datetime | None = None) -> dt.datetime:
+    """ISO 8601 (naive means UTC) or a relative age such as ``30m``, ``1h30m``, ``2d``."""
+    value = text.strip()
+    now = now or utcnow()
+    if _AGE.fullmatch(value):
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _RELATIVE.findall(value))
+        return now - dt.timedelta(seconds=seconds)
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            field,
+            f"expected ISO 8601 (2024-05-01T12:00:00Z) or an age like 30m, 1h, 2d; got {text!r}",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """Which dead letters an operator command applies to."""
+
+    channel: Channel | None = None
+    queue: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    error: str | None = None
+    limit: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        channel: str | None = None,
+        queue: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        error: str | None = None,
+        limit: str | int | None = None,
+    ) -> Filters:
+        """Validate raw option values; a bad one raises ValidationError naming it."""
+        chan: Channel | None = None
+        if channel:
+            try:
+                chan = Channel(channel)
+            except ValueError:
+                allowed = ", ".join(c.value for c in Channel)
+                raise ValidationError(
+                    "--channel", f"unknown channel {channel!r}; one of {allowed}"
+                ) from None
+        if queue and queue not in all_queues():
+            raise ValidationError(
+                "--queue", f"unknown queue {queue!r}; one of {', '.join(all_queues())}"
+            )
+        if chan is not None and queue and channel_of(queue) is not chan:
+            raise ValidationError("--queue", f"queue {queue!r} is not a {chan.value} queue")
+        lim: int | None = None
+        if limit is not None and str(limit) != "":
+            try:
+                lim = int(limit)
+            except ValueError:
+                lim = 0
+            if lim <= 0:
+                raise ValidationError("--limit", f"must be a whole number above 0, got {limit!r}")
+        start = parse_when(since, field="--since") if since else None
+        end = parse_when(until, field="--until") if until else None
+        if start and end and start > end:
+            raise ValidationError("--since", "is later than --until")
+        return cls(chan, queue or None, start, end, error or None, lim)
+
+    def queues(self) -> list[str]:
+        names = all_queues()
+        if self.queue:
+            names = [self.queue]
+        if self.channel is not None:
+            names = [q for q in names if channel_of(q) is self.channel]
+        return names
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.channel, self.queue, self.since, self.until, self.error))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryInfo:
+    """The database's side of a dead letter."""
+
+    delivery_id: uuid.UUID
+    notification_id: uuid.UUID
+    user_id: uuid.UUID
+    channel: str
+    status: str
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    message_id: str | None
+    dead_lettered_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    letter: DeadLetter
+    delivery: DeliveryInfo | None
+
+    @property
+    def died_at(self) -> dt.datetime | None:
+        if self.letter.died_at is not None:
+            return self.letter.died_at
+        return self.delivery.dead_lettered_at if self.delivery else None
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.delivery
+        return {
+            "message_id": self.letter.message_id,
+            "queue": self.letter.queue,
+            "channel": channel_of(self.letter.queue).value,
+            "actor": self.letter.actor,
+            "delivery_id": str(self.letter.delivery_id) if self.letter.delivery_id else None,
+            "notification_id": str(d.notification_id) if d else None,
+            "user_id": str(d.user_id) if d else None,
+            "status": d.status if d else None,
+            "attempts": d.attempts if d else None,
+            "max_attempts": d.max_attempts if d else None,
+            "last_error": d.last_error if d else None,
+            "died_at": _iso(self.died_at),
+        }
+
+
+class Outcome(enum.StrEnum):
+    REQUEUED = "requeued"
+    PURGED = "purged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    WOULD_REQUEUE = "would_requeue"
+    WOULD_PURGE = "would_purge"
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemResult:
+    entry: Entry
+    outcome: Outcome
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.entry.letter.message_id,
+            "delivery_id": str(self.entry.letter.delivery_id)
+            if self.entry.letter.delivery_id
+            else None,
+            "queue": self.entry.letter.queue,
+            "result": self.outcome.value,
+            "reason": self.reason,
+        }
+
+
+@dataclasses.dataclass
+class Counts:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+Progress = Callable[[ItemResult], None]
+
+
+class DeadLetterOps:
+    """The dead-letter commands over one broker and one database."""
+
+    def __init__(
+        self,
+        dead_letters: DeadLetters,
+        sessions: sessionmaker[Session],
+        *,
+        lease_seconds: float = 3600.0,
+    ) -> None:
+        self.dead_letters = dead_letters
+        self.sessions = sessions
+        self.repository = Repository(sessions)
+        self.lease_seconds = lease_seconds
+
+    # --- reading -------------------------------------------------------------------
+
+    def select(self, filters: Filters) -> list[Entry]:
+        """Dead letters matching ``filters``, newest first, joined with their rows."""
+        letters = self.dead_letters.entries(filters.queues())
+        entries = self._join(letters)
+        chosen = []
+        needle = filters.error.lower() if filters.error else None
+        for entry in entries:
+            died = entry.died_at
+            if filters.since and (died is None or died < filters.since):
+                continue
+            if filters.until and (died is None or died > filters.until):
+                continue
+            if needle is not None:
+                text = (entry.delivery.last_error or "") if entry.delivery else ""
+                if needle not in text.lower():
+                    continue
+            chosen.append(entry)
+        return chosen[: filters.limit] if filters.limit else chosen
+
+    def find(self, ids: Sequence[str], filters: Filters | None = None) -> list[Entry]:
+        """The dead letters named by message id or delivery id (every id must match)."""
+        entries = self.select(
+            Filters(channel=filters.channel, queue=filters.queue) if filters else Filters()
+        )
+        chosen: list[Entry] = []
+        missing = []
+        for ident in ids:
+            found = [
+                e for e in entries if ident in (e.letter.message_id, str(e.letter.delivery_id))
+            ]
+            if not found:
+                missing.append(ident)
+            chosen.extend(e for e in found if e not in chosen)
+        if missing:
+            raise NotFoundError(f"no dead letter with message or delivery id {', '.join(missing)}")
+        return chosen
+
+    def history(
+        self, delivery_id: uuid.UUID
+    ) -> tuple[Notification | None, Delivery | None, list[DeliveryAttempt]]:
+        with self.sessions() as s:
+            delivery = s.get(Delivery, delivery_id)
+            notification = s.get(Notification, delivery.notification_id) if delivery else None
+            attempts = list(
+                s.scalars(
+                    sa.select(DeliveryAttempt)
+                    .where(DeliveryAttempt.delivery_id == delivery_id)
+                    .order_by(DeliveryAttempt.attempt_id)
+                )
+            )
+        return notification, delivery, attempts
+
+    def _join(self, letters: Iterable[DeadLetter]) -> list[Entry]:
+        letters = list(letters)
+        ids = {e.delivery_id for e in letters if e.delivery_id is not None}
+        rows: dict[uuid.UUID, DeliveryInfo] = {}
+        d, n = Delivery, Notification
+        with self.sessions() as s:
+            for chunk in _chunks(sorted(ids), 500):
+                for r in s.execute(
+                    sa.select(
+                        d.delivery_id,
+                        d.notification_id,
+                        n.user_id,
+                        d.channel,
+                        d.status,
+                        d.attempts,
+                        n.max_attempts,
+                        d.last_error,
+                        d.message_id,
+                        d.dead_lettered_at,
+                    )
+                    .join(n, n.notification_id == d.notification_id)
+                    .where(d.delivery_id.in_(chunk))
+                ):
+                    rows[r.delivery_id] = DeliveryInfo(
+                        r.delivery_id,
+                        r.notification_id,
+                        r.user_id,
+                        str(Channel(r.channel).value),
+                        str(getattr(r.status, "value", r.status)),
+                        int(r.attempts),
+                        int(r.max_attempts or 3),
+                        r.last_error,
+                        r.message_id,
+                        as_utc(r.dead_lettered_at),
+                    )
+        return [
+            Entry(e, rows.get(e.delivery_id) if e.delivery_id is not None else None)
+            for e in letters
+        ]
+
+    # --- writing -------------------------------------------------------------------
+
+    def requeue(
+        self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
+    ) -> tuple[Counts, list[ItemResult]]:
+        counts = Counts()
+        results = []
+        for entry in entries:
+            result = self._requeue_one(entry, dry_run)
+            if result.outcome in (Outcome.REQUEUED, Outcome.WOULD_REQUEUE):
+                counts.done += 1
+            elif result.outcome is Outcome.SKIPPED:
+                counts.skipped += 1
+            else:
+                counts.failed += 1
+            results.append(result)
+            if progress:
+                progress(result)
+        return counts, results
+
+    def _requeue_one(self, entry: Entry, dry_run: bool) -> ItemResult:
+        letter = entry.letter
+        delivery_id = letter.delivery_id
+        if delivery_id is None:
+            return ItemResult(entry, Outcome.FAILED, "the message carries no delivery id")
+        if dry_run:
+            d = entry.delivery
+            if d is None:
+                return ItemResult(entry, Outcome.SKIPPED, "no delivery row")
+            if d.status != "failed" or d.dead_lettered_at is None:
+                return ItemResult(
+                    entry, Outcome.SKIPPED, f"delivery is {d.status}, not dead-lettered"
+                )
+            return ItemResult(entry, Outcome.WOULD_REQUEUE)
+        copy = requeue_copy(letter)
+        try:
+            step = self.repository.requeue_dead_letter(
+                delivery_id,
+                message_id=copy.message_id,
+                queue_name=letter.queue,
+                lease_seconds=self.lease_seconds,
+            )
+            if step is RequeueStep.MISSING:
+                return ItemResult(
+                    entry, Outcome.SKIPPED, "no delivery row; left in the dead-letter queue"
+                )
+            if step is RequeueStep.STALE:
+                self.dead_letters.remove(letter)
+                return ItemResult(
+                    entry, Outcome.SKIPPED, "delivery no longer dead-lettered; stale entry removed"
+                )
+            if not self.dead_letters.move(letter, copy):
+                return ItemResult(entry, Outcome.SKIPPED, "entry vanished (moved by another run)")
+            reason = "finished an interrupted requeue" if step is RequeueStep.RESUMED else ""
+            return ItemResult(entry, Outcome.REQUEUED, reason)
+        except (BrokerUnavailable, sqlalchemy.exc.OperationalError):
+            raise  # unreachable: stop the run; the next one resumes
+        except Exception as exc:
+            return ItemResult(entry, Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+
+    def purge(
+        self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
+    ) -> tuple[Counts, list[ItemResult]]:
+        counts = Counts()
+        results = []
+        for entry in entries:
+            result = self._purge_one(entry, dry_run)
+            if result.outcome in (Outcome.PURGED, Outcome.WOULD_PURGE):
+                counts.done += 1
+            elif result.outcome is Outcome.SKIPPED:
+                counts.skipped += 1
+            else:
+                counts.failed += 1
+            results.append(result)
+            if progress:
+                progress(result)
+        return counts, results
+
+    def _purge_one(self, entry: Entry, dry_run: bool) -> ItemResult:
+        if dry_run:
+            return ItemResult(entry, Outcome.WOULD_PURGE)
+        letter = entry.letter
+        try:
+            step = (
+                self.repository.purge_dead_letter(letter.delivery_id)
+                if letter.delivery_id is not None
+                else PurgeStep.MISSING
+            )
+            removed = self.dead_letters.remove(letter)
+            if step is PurgeStep.PURGED:
+                return ItemResult(entry, Outcome.PURGED)
+            why = "no delivery row" if step is PurgeStep.MISSING else "delivery not dead-lettered"
+            return ItemResult(
+                entry, Outcome.SKIPPED, f"{why}; entry {'removed' if removed else 'already gone'}"
+            )
+        except (BrokerUnavailable, sqlalchemy.exc.OperationalError):
+            raise
+        except Exception as exc:
+            return ItemResult(entry, Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds") if value else None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,128 @@
+"""``clarion status``: queues, notifications, leases and workers, with a health verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from clarion.operators.deadletters import DeadLetters, QueueCounts
+from models.enums import DeliveryStatus, NotificationStatus
+from models.notifications import Delivery, Notification
+from models.repository import as_utc, utcnow
+
+#: A claim in these states holds a lease.
+IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    #: Unhealthy when the oldest due-but-unclaimed notification waited longer (s).
+    max_due_age: float = 60.0
+    #: Unhealthy with fewer live workers.
+    min_workers: int = 1
+    #: Unhealthy with more dead letters in total (None: not checked).
+    max_dead: int | None = None
+    #: A Redis worker is live if its last heartbeat is this recent (s).
+    heartbeat_window: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    broker: str
+    queues: list[QueueCounts]
+    last_hour: dict[str, int]
+    last_day: dict[str, int]
+    oldest_due_age: float | None
+    oldest_due_id: str | None
+    expired_leases: int
+    live_workers: int
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "problems": self.problems,
+            "broker": self.broker,
+            "queues": [dataclasses.asdict(q) for q in self.queues],
+            "totals": {
+                "ready": sum(q.ready for q in self.queues),
+                "delayed": sum(q.delayed for q in self.queues),
+                "dead": sum(q.dead for q in self.queues),
+            },
+            "notifications": {"last_hour": self.last_hour, "last_day": self.last_day},
+            "oldest_due_age_seconds": self.oldest_due_age,
+            "oldest_due_notification_id": self.oldest_due_id,
+            "expired_leases": self.expired_leases,
+            "live_workers": self.live_workers,
+        }
+
+
+def _by_status(s: Session, since: dt.datetime) -> dict[str, int]:
+    n = Notification
+    counts = {st.value: 0 for st in NotificationStatus}
+    for status, count in s.execute(
+        sa.select(n.status, sa.func.count()).where(n.created_at >= since).group_by(n.status)
+    ):
+        counts[str(getattr(status, "value", status))] = int(count)
+    return counts
+
+
+def gather(
+    sessions: sessionmaker[Session],
+    dead_letters: DeadLetters,
+    thresholds: Thresholds,
+    *,
+    broker: str,
+) -> Report:
+    now = utcnow()
+    n, d = Notification, Delivery
+    with sessions() as s:
+        last_hour = _by_status(s, now - dt.timedelta(hours=1))
+        last_day = _by_status(s, now - dt.timedelta(days=1))
+        due_since = sa.func.coalesce(n.scheduled_at, n.created_at)
+        oldest = s.execute(
+            sa.select(n.notification_id, due_since.label("due"))
+            .where(
+                n.status == NotificationStatus.PENDING,
+                n.dispatched_at.is_(None),
+                sa.or_(n.scheduled_at.is_(None), n.scheduled_at <= now),
+                sa.or_(n.expires_at.is_(None), n.expires_at > now),
+            )
+            .order_by(due_since)
+            .limit(1)
+        ).one_or_none()
+        expired = int(
+            s.scalar(
+                sa.select(sa.func.count()).where(d.status.in_(IN_FLIGHT), d.lease_expires_at < now)
+            )
+            or 0
+        )
+    queues = dead_letters.counts()
+    workers = dead_letters.live_workers(thresholds.heartbeat_window)
+    age = None
+    oldest_id = None
+    if oldest is not None:
+        due = as_utc(oldest.due)
+        assert due is not None
+        age = max(0.0, (now - due).total_seconds())
+        oldest_id = str(oldest.notification_id)
+    problems = []
+    if workers < thresholds.min_workers:
+        problems.append(f"{workers} live workers (want at least {thresholds.min_workers})")
+    if age is not None and age > thresholds.max_due_age:
+        problems.append(
+            f"oldest due notification {oldest_id} waited {age:.0f} s "
+            f"(threshold {thresholds.max_due_age:g} s)"
+        )
+    dead = sum(q.dead for q in queues)
+    if thresholds.max_dead is not None and dead > thresholds.max_dead:
+        problems.append(f"{dead} dead letters (threshold {thresholds.max_dead})")
+    return Report(broker, queues, last_hour, last_day, age, oldest_id, expired, workers, problems)

@@ -1,0 +1,198 @@
+"""One client connection: its identity, subscriptions, counters and bounded outbound queue.
+
+Frames for a client go through :meth:`Connection.offer` into an
+``asyncio.Queue`` of bounded size, drained by one writer task that awaits
+each ``send`` (so TCP backpressure reaches the queue). When the queue is
+full the client is not keeping up: the connection is cut off (close code
+1008, reason ``slow consumer``) instead of letting memory grow; websockets'
+own ``broadcast()`` has no such bound, which is why it is not used.
+
+Counters (``bytes_*`` are the payload bytes of data frames, UTF-8; control
+frames are not counted) live here and are written by the gateway's periodic
+flush, never per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+
+from realtime.visibility import EventView, Viewer
+
+if TYPE_CHECKING:
+    from realtime.gateway import Gateway
+
+SLOW_CONSUMER = "slow consumer"
+
+
+class Socket(ServerConnection):
+    """websockets' server connection, remembering when the last pong arrived."""
+
+    clarion: Connection | None = None
+    last_pong: float = 0.0
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        super().acknowledge_pings(data)
+        self.last_pong = time.time()
+
+
+#: (frame, payload bytes, event or None, attempt, notification id or None)
+Item = tuple[str, int, EventView | None, int, str | None]
+
+
+class Connection:
+    __slots__ = (
+        "auctions",
+        "bytes_in",
+        "bytes_out",
+        "closing_reason",
+        "connection_id",
+        "error_count",
+        "flushed",
+        "gateway",
+        "last_error",
+        "msgs_in",
+        "msgs_out",
+        "pending_acks",
+        "queue",
+        "replay_buffer",
+        "replayed_unpublished",
+        "session_id",
+        "socket",
+        "subs_dirty",
+        "token_expires_at",
+        "topics",
+        "viewer",
+        "writer_task",
+    )
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        socket: Socket,
+        viewer: Viewer,
+        *,
+        session_id: str,
+        token_expires_at: float | None,
+        queue_size: int,
+    ) -> None:
+        self.gateway = gateway
+        self.socket = socket
+        self.viewer = viewer
+        self.connection_id = uuid.uuid4()
+        self.session_id = session_id
+        self.token_expires_at = token_expires_at
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
+        self.topics: set[str] = set()
+        self.auctions: set[str] = set()
+        self.bytes_in = self.bytes_out = self.msgs_in = self.msgs_out = 0
+        self.error_count = 0
+        self.last_error: str | None = None
+        #: the values last written, to skip rows that did not change
+        self.flushed: tuple[Any, ...] = ()
+        self.subs_dirty = False
+        #: event_id -> [event, attempt, deadline (monotonic)]
+        self.pending_acks: dict[str, list[Any]] | None = None
+        #: while a resume is read from history, live events wait here
+        self.replay_buffer: list[EventView] | None = None
+        #: events replayed before they were published: their live copy is dropped
+        self.replayed_unpublished: set[str] | None = None
+        self.closing_reason: str | None = None
+        self.writer_task: asyncio.Task[None] | None = None
+
+    # --- outbound ----------------------------------------------------------------
+
+    def offer(
+        self,
+        frame: str,
+        *,
+        nbytes: int | None = None,
+        event: EventView | None = None,
+        attempt: int = 1,
+        notification_id: str | None = None,
+    ) -> None:
+        """Queue a frame for the client; cut the client off if its queue is full."""
+        if self.closing_reason is not None:
+            return
+        size = len(frame.encode()) if nbytes is None else nbytes
+        try:
+            self.queue.put_nowait((frame, size, event, attempt, notification_id))
+        except asyncio.QueueFull:
+            self.gateway.cut_off(self, 1008, SLOW_CONSUMER)
+
+    def deliver(self, event: EventView, nbytes: int) -> None:
+        """A live event for this client (already checked for visibility)."""
+        if self.replay_buffer is not None:
+            self.replay_buffer.append(event)
+            return
+        if self.replayed_unpublished and event.event_id in self.replayed_unpublished:
+            self.replayed_unpublished.discard(event.event_id)
+            return
+        self.offer(event.frame, nbytes=nbytes, event=event)
+
+    async def write_loop(self) -> None:
+        """Send queued frames in order, one at a time (awaiting TCP backpressure)."""
+        socket, queue, gateway = self.socket, self.queue, self.gateway
+        while True:
+            frame, size, event, attempt, notification_id = await queue.get()
+            if event is not None and attempt > 1:
+                pending = self.pending_acks
+                if pending is None or event.event_id not in pending:
+                    continue  # acked while the redelivery waited in the queue
+            await socket.send(frame)
+            self.bytes_out += size
+            self.msgs_out += 1
+            if event is not None:
+                gateway.event_sent(self, event, attempt)
+            elif notification_id is not None:
+                gateway.notification_sent(self, notification_id)
+
+    # --- acks --------------------------------------------------------------------
+
+    def await_ack(self, event: EventView, attempt: int) -> None:
+        if self.pending_acks is None:
+            self.pending_acks = {}
+        self.pending_acks[event.event_id] = [
+            event,
+            attempt,
+            time.monotonic() + event.ack_timeout,
+        ]
+
+    def take_ack(self, event_id: str) -> int | None:
+        """The attempt an ack answers, or None if the event is not awaiting one."""
+        if not self.pending_acks:
+            return None
+        entry = self.pending_acks.pop(event_id, None)
+        return None if entry is None else int(entry[1])
+
+    def due_acks(self, now: float) -> list[list[Any]]:
+        """Entries past their deadline; they wait (deadline inf) until resent or dropped."""
+        if not self.pending_acks:
+            return []
+        due = [e for e in self.pending_acks.values() if e[2] <= now]
+        for entry in due:
+            entry[2] = math.inf
+        return due
+
+    # --- row ---------------------------------------------------------------------
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "bytes_sent": self.bytes_out,
+            "bytes_received": self.bytes_in,
+            "messages_sent": self.msgs_out,
+            "messages_received": self.msgs_in,
+            "error_count": self.error_count,
+            "last_error": self.last_error,
+        }
+
+    def subscription_values(self) -> dict[str, Any]:
+        return {
+            "subscriptions": sorted(self.topics),
+            "auction_subscriptions": sorted(self.auctions),
+        }

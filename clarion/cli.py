@@ -145,7 +145,7 @@ def cmd_gateway(_args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from clarion.demo import run_demo
 
-    return run_demo(fast=args.fast)
+    return run_demo()
 
 
 # --- parser ------------------------------------------------------------------------
@@ -187,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.set_defaults(func=cmd_gateway)
 
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")
-    demo.add_argument("--fast", action="store_true", help="shorter retry waits")
     demo.set_defaults(func=cmd_demo)
 
     from clarion.operators.commands import add_parsers

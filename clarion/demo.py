@@ -43,7 +43,7 @@ DEMO_DB = "clarion-demo.db"
 TIMEOUT = 90.0
 
 
-def run_demo(*, fast: bool = False) -> int:
+def run_demo() -> int:
     # Wide enough for the table when the output is a file or a CI log.
     console = Console(width=None if sys.stdout.isatty() else 150)
     settings = get_settings()

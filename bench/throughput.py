@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--probes", type=int, default=50)
     args = parser.parse_args()
     bare_s = bare(args.n, args.processes, args.threads)

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.02, help="webhook latency, s")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args()
 
     name = f"clarion_bench_{uuid.uuid4().hex[:8]}"

@@ -173,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run delivery workers (Dramatiq)")
     worker.add_argument("--processes", type=int, default=2)
-    worker.add_argument("--threads", type=int, default=16)
+    worker.add_argument(
+        "--threads",
+        type=int,
+        default=32,
+        # Threads mostly wait: on providers, and on the shared database transaction.
+        help="threads per process (default: 32)",
+    )
     worker.add_argument("--queues", nargs="*", help="only these queues (default: all)")
     worker.set_defaults(func=cmd_worker)
 

@@ -87,7 +87,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level)
-    broker = make_broker(settings)
+    broker = make_broker(settings, enqueue_only=True)
     dramatiq.set_broker(broker)
     actors = declare_actors(broker, get_deliverer)
     scheduler = build_scheduler(settings, broker, actors)

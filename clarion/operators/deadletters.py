@@ -46,6 +46,7 @@ import dramatiq
 from dramatiq.errors import DecodeError
 
 from clarion.errors import BrokerUnavailable
+from workers.broker import ENQUEUE_ONLY_PREFIX
 from workers.queues import all_queues
 
 log = logging.getLogger("clarion.operators")
@@ -288,13 +289,16 @@ class RedisDeadLetters(DeadLetters):
         """Broker ids in ``__heartbeats__`` fresher than the window.
 
         Every Dramatiq command stamps the caller's broker id; an idle worker
-        fetches from each of its queues at least once a second. A scheduler
-        stamps only while it enqueues. (This class never goes through
-        Dramatiq's dispatch script, so ``clarion`` itself leaves no heartbeat.)
+        fetches from each of its queues at least once a second. The scheduler
+        stamps too while it enqueues, under an id marked enqueue-only, which
+        is not counted. (This class never goes through Dramatiq's dispatch
+        script, so ``clarion`` itself leaves no heartbeat.)
         """
         since = (time.time() - window_seconds) * 1000
         with self._errors():
-            return int(self.client.zcount(self._key("__heartbeats__"), since, "+inf"))
+            ids = self.client.zrangebyscore(self._key("__heartbeats__"), since, "+inf")
+        prefix = ENQUEUE_ONLY_PREFIX.encode()
+        return sum(1 for i in ids if isinstance(i, bytes) and not i.startswith(prefix))
 
     def close(self) -> None:
         self.client.close()

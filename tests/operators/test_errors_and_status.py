@@ -87,6 +87,17 @@ def test_status_check(ops: Ops, stack: Stack) -> None:
     assert report["notifications"]["last_hour"]["pending"] == 1
 
 
+def test_a_scheduler_alone_is_not_a_live_worker(ops: Ops, stack: Stack) -> None:
+    stack.start(worker=False)
+    nid = ops.notify(ops.user(), ["email"])
+    # The scheduler enqueued (and so stamped the broker's heartbeats)...
+    wait_until(lambda: ops.deliveries(nid).get("email"), timeout=10, what="a claim")
+    # ...yet no worker consumes: the probe must fail.
+    done = ops.cli("status", "--check", "--heartbeat-window", "30")
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert "live workers" in done.stderr
+
+
 def test_status_passes_on_a_healthy_farm(ops: Ops, stack: Stack) -> None:
     stack.start()
     nid = ops.notify(ops.user(), ["email"])

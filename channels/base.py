@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from uuid import UUID
@@ -153,6 +154,19 @@ class Provider(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""
+
+
+_EMAIL_LIKE = re.compile(r"<?[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+>?")
+#: Provider error texts kept in rows and logs are cut to this length.
+MAX_ERROR_TEXT = 300
+
+
+def redact_emails(text: str) -> str:
+    """``text`` with anything that looks like an email address replaced, cut short.
+
+    Providers' error texts often quote the recipient; they end up in rows and logs.
+    """
+    return _EMAIL_LIKE.sub("<address>", text)[:MAX_ERROR_TEXT]
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -35,6 +35,7 @@ from channels.base import (
     RetryableError,
     ThrottledError,
     parse_retry_after,
+    redact_emails,
 )
 from models.enums import Channel
 
@@ -97,14 +98,6 @@ _ADDRESS_PROBLEM = re.compile(
     r"(local address|domain) (contains|starts with|ends with)|domain contains",
     re.IGNORECASE,
 )
-_EMAIL_LIKE = re.compile(r"<?[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+>?")
-# SES error messages can quote the addresses; they end up in logs and rows.
-_MAX_MESSAGE = 300
-
-
-def _redact(text: str) -> str:
-    """``text`` with anything that looks like an email address replaced."""
-    return _EMAIL_LIKE.sub("<address>", text)[:_MAX_MESSAGE]
 
 
 class SESProvider(Provider):
@@ -223,7 +216,7 @@ class SESProvider(Provider):
         error: dict[str, Any] = exc.response.get("Error", {})
         metadata: dict[str, Any] = exc.response.get("ResponseMetadata", {})
         code = str(error.get("Code", ""))
-        text = _redact(str(error.get("Message", "")))
+        text = redact_emails(str(error.get("Message", "")))
         status = int(metadata.get("HTTPStatusCode") or 0)
         request_id = metadata.get("RequestId")
         headers: dict[str, str] = metadata.get("HTTPHeaders", {})

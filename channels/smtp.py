@@ -35,6 +35,7 @@ from channels.base import (
     Provider,
     Receipt,
     RetryableError,
+    redact_emails,
 )
 from models.enums import Channel
 
@@ -44,13 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-_EMAIL_LIKE = re.compile(r"<?[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+>?")
-_MAX_TEXT = 300
-
-
-def _redact(text: str) -> str:
-    """Server replies often quote the address (``<bob@x>: Recipient rejected``)."""
-    return _EMAIL_LIKE.sub("<address>", text)[:_MAX_TEXT]
 
 
 def _text(raw: bytes | str) -> str:
@@ -138,7 +132,7 @@ class SMTPProvider(Provider):
             mail = self.build(message)
         except ValueError as exc:  # a CR/LF in the subject: header injection refused
             raise PermanentError(
-                f"cannot build the email: {_redact(str(exc))}",
+                f"cannot build the email: {redact_emails(str(exc))}",
                 provider=self.name,
                 response={"stage": "build"},
             ) from exc
@@ -216,7 +210,7 @@ class SMTPProvider(Provider):
         )
 
     def _classify(self, code: int, reply: str, stage: str) -> ChannelError:
-        text = _redact(reply)
+        text = redact_emails(reply)
         response: JSON = {"stage": stage, "code": code, "reply": text}
         summary = f"SMTP {code} at {stage}: {text}"
         if 400 <= code < 500:

@@ -33,6 +33,7 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from channels.addresses import is_valid_e164
 from channels.base import (
     BadAddressError,
     ChannelError,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 #: Twilio refuses longer bodies (error 21617); checked before the call.
 MAX_BODY = 1600
 
@@ -184,7 +184,7 @@ class TwilioProvider(Provider):
         )
 
     def send(self, message: OutgoingMessage) -> Receipt:
-        if not E164.match(message.to):
+        if not is_valid_e164(message.to):
             raise BadAddressError(
                 "twilio: address is not an E.164 phone number",
                 provider=self.name,

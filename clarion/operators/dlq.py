@@ -333,20 +333,7 @@ class DeadLetterOps:
     def requeue(
         self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
     ) -> tuple[Counts, list[ItemResult]]:
-        counts = Counts()
-        results = []
-        for entry in entries:
-            result = self._requeue_one(entry, dry_run)
-            if result.outcome in (Outcome.REQUEUED, Outcome.WOULD_REQUEUE):
-                counts.done += 1
-            elif result.outcome is Outcome.SKIPPED:
-                counts.skipped += 1
-            else:
-                counts.failed += 1
-            results.append(result)
-            if progress:
-                progress(result)
-        return counts, results
+        return _each(entries, lambda e: self._requeue_one(e, dry_run), progress)
 
     def _requeue_one(self, entry: Entry, dry_run: bool) -> ItemResult:
         letter = entry.letter
@@ -391,20 +378,7 @@ class DeadLetterOps:
     def purge(
         self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
     ) -> tuple[Counts, list[ItemResult]]:
-        counts = Counts()
-        results = []
-        for entry in entries:
-            result = self._purge_one(entry, dry_run)
-            if result.outcome in (Outcome.PURGED, Outcome.WOULD_PURGE):
-                counts.done += 1
-            elif result.outcome is Outcome.SKIPPED:
-                counts.skipped += 1
-            else:
-                counts.failed += 1
-            results.append(result)
-            if progress:
-                progress(result)
-        return counts, results
+        return _each(entries, lambda e: self._purge_one(e, dry_run), progress)
 
     def _purge_one(self, entry: Entry, dry_run: bool) -> ItemResult:
         if dry_run:
@@ -436,3 +410,28 @@ def _iso(value: dt.datetime | None) -> str | None:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+_DONE = (Outcome.REQUEUED, Outcome.WOULD_REQUEUE, Outcome.PURGED, Outcome.WOULD_PURGE)
+
+
+def _each(
+    entries: Sequence[Entry],
+    one: Callable[[Entry], ItemResult],
+    progress: Progress | None,
+) -> tuple[Counts, list[ItemResult]]:
+    """Apply ``one`` to every entry, counting done, skipped and failed."""
+    counts = Counts()
+    results = []
+    for entry in entries:
+        result = one(entry)
+        if result.outcome in _DONE:
+            counts.done += 1
+        elif result.outcome is Outcome.SKIPPED:
+            counts.skipped += 1
+        else:
+            counts.failed += 1
+        results.append(result)
+        if progress:
+            progress(result)
+    return counts, results

@@ -114,16 +114,25 @@ class GroupCommitter:
                     break
                 batch.append(request)
             self.batches.append(len(batch))
-            takes = [r for r in batch if isinstance(r, _Take)]
-            writes = [r for r in batch if isinstance(r, _Write)]
-            if writes:
-                self._flush(
-                    writes,
-                    lambda items: self.repository.write_back_many([w.item for w in items]),
-                    lambda w, _result: w.future.set_result(None),
-                )
-            if takes:
-                self._flush_takes(takes)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the flusher must outlive any surprise
+                log.exception("group commit failed unexpectedly; failing its batch")
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+
+    def _run_batch(self, batch: list[Any]) -> None:
+        takes = [r for r in batch if isinstance(r, _Take)]
+        writes = [r for r in batch if isinstance(r, _Write)]
+        if writes:
+            self._flush(
+                writes,
+                lambda items: self.repository.write_back_many([w.item for w in items]),
+                lambda w, _result: w.future.set_result(None),
+            )
+        if takes:
+            self._flush_takes(takes)
 
     def _flush_takes(self, takes: list[_Take]) -> None:
         by_lease: dict[float, list[_Take]] = {}

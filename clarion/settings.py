@@ -120,10 +120,11 @@ class Settings:
     )
     lease_seconds: float = setting(
         "CLARION_LEASE_SECONDS",
-        300.0,
+        600.0,
         _positive_float,
         "How long a delivery may stay 'sending' with no outcome (a worker died mid-send) "
-        "before the scheduler queues it again.",
+        "before the scheduler queues it again. Keep it above the delivery actors' time "
+        "limit (5 minutes), or a slow send still in progress is sent a second time.",
     )
     queued_lease_seconds: float = setting(
         "CLARION_QUEUED_LEASE_SECONDS",

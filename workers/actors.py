@@ -26,6 +26,7 @@ from workers.queues import queue_for
 MAX_UNEXPECTED_RETRIES = 10
 #: Wall-clock limit of one delivery, ms: fan-out to several push tokens or
 #: webhook endpoints makes several provider calls, each with its own timeout.
+#: CLARION_LEASE_SECONDS (default 10 minutes) must stay above it.
 TIME_LIMIT_MS = 5 * 60 * 1000
 URGENT_PRIORITY = 0
 ROUTINE_PRIORITY = 100

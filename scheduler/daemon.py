@@ -74,7 +74,7 @@ class Scheduler:
         self._listener: psycopg.Connection[Any] | None = None
         self._enqueue_retry = Retrying(
             stop=stop_after_attempt(4),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
             reraise=True,
         )
 

@@ -30,6 +30,7 @@ from channels.base import (
     ChannelError,
     OutgoingMessage,
     Receipt,
+    RetryableError,
     ThrottledError,
 )
 from channels.registry import Providers
@@ -103,7 +104,7 @@ class Deliverer:
         self._writeback = Retrying(
             retry=retry_if_exception(_transient_db_error),
             stop=stop_after_delay(min(writeback_deadline, lease_seconds / 2)),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             reraise=True,
         )
 
@@ -139,6 +140,25 @@ class Deliverer:
             except ChannelError as exc:
                 errors.append((address_id, exc))
                 records.append(_failed_record(exc, provider.name, started, clock))
+            except Exception as exc:
+                # An adapter let through something it does not map (a bug, a
+                # new SDK error). Treated as retryable, so that it counts
+                # against max_attempts and ends in the dead-letter queue
+                # instead of leaving the delivery stuck in 'sending'. Only the
+                # type is kept: SDK messages can quote addresses.
+                log.warning(
+                    "notification %s delivery %s: unexpected %s from the %s adapter",
+                    job.notification_id,
+                    job.delivery_id,
+                    type(exc).__name__,
+                    provider.name,
+                )
+                wrapped = RetryableError(
+                    f"unexpected {type(exc).__name__} from the {provider.name} adapter",
+                    provider=provider.name,
+                )
+                errors.append((address_id, wrapped))
+                records.append(_failed_record(wrapped, provider.name, started, clock))
             else:
                 receipts.append(receipt)
                 records.append(

@@ -65,3 +65,13 @@ def is_postgres(bind: Engine | sa.Connection | Session) -> bool:
         if isinstance(bind, Session)
         else (bind.dialect.name == "postgresql")
     )
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True for a database error worth retrying as is: a lost connection, a
+    deadlock or serialization failure, the server going away."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa.exc.OperationalError | sa.exc.InterfaceError
+        )
+    return False

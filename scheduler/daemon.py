@@ -31,7 +31,6 @@ import psycopg
 import sqlalchemy as sa
 from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
-from models.enums import Channel, Priority
 from models.repository import Repository, utcnow
 from workers.queues import queue_for
 
@@ -113,7 +112,7 @@ class Scheduler:
             claims = self.repository.claim_due(
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
-                queue_for=_queue_for,
+                queue_for=queue_for,
                 make_message=self._make_message,
             )
             self._enqueue_pending()
@@ -228,7 +227,3 @@ class Scheduler:
                     self._listener = None
                 self._connect_listener()
                 return
-
-
-def _queue_for(channel: Channel, priority: Priority) -> str:
-    return queue_for(channel, priority)

@@ -26,8 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import sqlalchemy.exc
-
+from clarion.db import is_transient_error
 from models.repository import Repository, SendJob, WriteBack
 
 log = logging.getLogger("clarion.batching")
@@ -171,7 +170,7 @@ class GroupCommitter:
         try:
             result = run(items)
         except Exception as exc:
-            if len(items) == 1 or _transient(exc):
+            if len(items) == 1 or is_transient_error(exc):
                 # A lost connection fails the whole batch; every caller's own
                 # retry (tenacity, in the deliverer) sends its item again.
                 for item in items:
@@ -187,11 +186,3 @@ class GroupCommitter:
             return
         for item in items:
             deliver(item, result)
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
-        )
-    return False

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-import sqlalchemy.exc
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -34,6 +33,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.registry import Providers
+from clarion.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
 from models.repository import AttemptRecord, SendJob, WriteBack, utcnow
 from workers.retry_policy import Action, RetryPolicy, decide
@@ -61,14 +61,6 @@ class Outcome:
     result: Result
     delay_ms: int = 0
     error: str | None = None
-
-
-def _transient_db_error(exc: BaseException) -> bool:
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
-        )
-    return False
 
 
 class DeliveryStore(Protocol):
@@ -102,7 +94,7 @@ class Deliverer:
         # transient database errors during the write-back are retried for up
         # to this long (well inside the lease, so the sweeper never races it).
         self._writeback = Retrying(
-            retry=retry_if_exception(_transient_db_error),
+            retry=retry_if_exception(is_transient_error),
             stop=stop_after_delay(min(writeback_deadline, lease_seconds / 2)),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             reraise=True,

@@ -101,6 +101,14 @@ class Deliverer:
         )
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # The first try outside tenacity: its bookkeeping costs more CPU than
+        # the call itself on the hot path, and almost every call succeeds.
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient_error(exc):
+                raise
+            log.warning("database error (%s); retrying the write", type(exc).__name__)
         return self._writeback(fn, *args, **kwargs)
 
     def deliver(self, delivery_id: uuid.UUID) -> Outcome:

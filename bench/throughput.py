@@ -8,9 +8,11 @@
    start of the processes to the last delivery written back;
 3. latency at low load: notifications created one at a time with
    ``clarion.notify``; creation -> provider acceptance (``delivered_at -
-   created_at`` of the delivery row), p50 and p99.
+   created_at`` of the delivery row), p50 and p99;
+4. latency under load: notifications created at half the throughput measured
+   in 2. for ``--load-seconds``, creation -> acceptance p50 and p99.
 
-    .venv/bin/python bench/throughput.py [-n 5000] [--processes 2] [--threads 8]
+    .venv/bin/python bench/throughput.py [-n 10000] [--processes 2] [--threads 32]
 """
 
 from __future__ import annotations
@@ -85,7 +87,53 @@ def bare(n: int, processes: int, threads: int) -> float:
         stop(procs)
 
 
-def clarion(n: int, processes: int, threads: int, probes: int) -> tuple[float, list[float]]:
+def steady_load(
+    engine: sa.Engine, user: uuid.UUID, *, rate: float, seconds: float
+) -> tuple[float, float, float, int]:
+    """Create notifications at ``rate``/s for ``seconds``; creation -> accepted p50/p99.
+
+    Returns (achieved rate, p50 s, p99 s, count).
+    """
+    tick = 0.05
+    per_tick = max(1, round(rate * tick))
+    insert = sa.text(
+        "INSERT INTO notifications (user_id, notification_type, category, priority,"
+        " title, message, delivery_channels) SELECT :u, 'in_app', 'bid', 'normal',"
+        " 'Load', 'Load message ' || g, '[\"in_app\"]'::jsonb FROM generate_series(1, :k) AS g"
+    )
+    start = time.perf_counter()
+    sent = 0
+    next_tick = start
+    while time.perf_counter() - start < seconds:
+        with engine.begin() as conn:
+            conn.execute(insert, {"u": user, "k": per_tick})
+        sent += per_tick
+        next_tick += tick
+        time.sleep(max(0.0, next_tick - time.perf_counter()))
+    achieved = sent / (time.perf_counter() - start)
+    done = sa.text(
+        "SELECT count(*) FROM notification_deliveries d JOIN notifications n"
+        " USING (notification_id) WHERE n.title = 'Load' AND d.status = 'delivered'"
+    )
+    deadline = time.time() + 120
+    with engine.connect() as conn:
+        while conn.execute(done).scalar_one() < sent and time.time() < deadline:
+            time.sleep(0.1)
+        p50, p99 = conn.execute(
+            sa.text(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY x) FROM ("
+                " SELECT extract(epoch FROM d.delivered_at - n.created_at) AS x"
+                " FROM notification_deliveries d JOIN notifications n USING (notification_id)"
+                " WHERE n.title = 'Load' AND d.status = 'delivered') AS t"
+            )
+        ).one()
+    return achieved, float(p50), float(p99), sent
+
+
+def clarion(
+    n: int, processes: int, threads: int, probes: int, load_seconds: float
+) -> tuple[float, list[float], tuple[float, float, float, int]]:
     name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     with admin.connect() as conn:
@@ -159,7 +207,8 @@ def clarion(n: int, processes: int, threads: int, probes: int) -> tuple[float, l
                     break
                 time.sleep(0.005)
             time.sleep(0.05)
-        return elapsed, latencies
+        under_load = steady_load(engine, user, rate=n / elapsed / 2, seconds=load_seconds)
+        return elapsed, latencies, under_load
     finally:
         stop(procs)
         reset_settings(None)
@@ -169,14 +218,17 @@ def clarion(n: int, processes: int, threads: int, probes: int) -> tuple[float, l
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("-n", type=int, default=10000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--load-seconds", type=float, default=20.0)
     args = parser.parse_args()
     bare_s = bare(args.n, args.processes, args.threads)
     print(f"bare no-op actor : {args.n} messages in {bare_s:.2f} s = {args.n / bare_s:.0f}/s")
-    e2e_s, lat = clarion(args.n, args.processes, args.threads, args.probes)
+    e2e_s, lat, (rate, p50, p99_load, count) = clarion(
+        args.n, args.processes, args.threads, args.probes, args.load_seconds
+    )
     print(
         f"clarion in_app   : {args.n} deliveries in {e2e_s:.2f} s = {args.n / e2e_s:.0f}/s"
         f"  (ratio {bare_s / e2e_s:.2f} of bare)"
@@ -188,6 +240,10 @@ def main() -> None:
             f"low-load latency : creation -> accepted p50 {statistics.median(lat) * 1000:.0f} ms"
             f"  p99 {p99 * 1000:.0f} ms  ({len(lat)} probes)"
         )
+    print(
+        f"at half the max  : {rate:.0f}/s for {count} notifications, creation -> accepted"
+        f" p50 {p50 * 1000:.0f} ms  p99 {p99_load * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

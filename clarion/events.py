@@ -154,7 +154,9 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         visibility=visibility,
         target_audience=audience,
         broadcast_channels=channels,
-        sequence_number=_next_sequence(session),
+        sequence_number=_next_sequence(
+            session, ([f"auction:{auction_id}"] if auction_id else []) + channels
+        ),
         previous_event_id=_uuid("previous_event_id", a["previous_event_id"]),
         correlation_id=a["correlation_id"],
         causal_events=[str(_uuid("causal_events", c)) for c in causal] if causal else None,
@@ -173,8 +175,24 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
     return row
 
 
-def _next_sequence(session: Session) -> int:
+def _next_sequence(session: Session, keys: Sequence[str]) -> int:
+    """The event's sequence number, in commit order for each subscription key.
+
+    A sequence hands out numbers in call order, but transactions commit in
+    any order: a client resuming after number 11 would never see a 10 that
+    committed later. So, on PostgreSQL, the number is taken under a
+    transaction-level advisory lock per subscription key (its auction, its
+    topics, in a fixed order: no deadlock between publishers): a second
+    event for the same key waits until the first one's transaction ends.
+    Publishers of one auction or topic take turns; events with no key in
+    common do not wait for each other.
+    """
     if is_postgres(session):
+        for key in sorted(set(keys)):
+            session.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"clarion:events:{key}"},
+            )
         return int(session.execute(EVENT_SEQUENCE.next_value()).scalar_one())
     current = session.scalar(sa.select(sa.func.max(RealTimeEvent.sequence_number)))
     return int(current or 0) + 1

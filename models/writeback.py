@@ -214,6 +214,8 @@ class NotificationChange:
     responses: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
     attempts_added: int = 0
+    #: Channels that succeeded in this batch: an earlier error of theirs is stale.
+    recovered: set[str] = dataclasses.field(default_factory=set)
 
 
 # --- taking deliveries --------------------------------------------------------------
@@ -391,6 +393,8 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
             change.responses[job.channel.value] = response
         if item.error is not None:
             change.error = f"{job.channel.value}: {item.error}"
+        if accepted:
+            change.recovered.add(job.channel.value)
         change.attempts_added += 1 if counted else 0
     conn.execute(_WRITE_DELIVERY, delivery_rows)
     if attempt_rows:
@@ -458,13 +462,23 @@ def roll_up(
                 "b_delivered_at": row.delivered_at
                 or (now if new_status is NotificationStatus.DELIVERED else None),
                 "b_provider_response": responses,
-                "b_error_message": change.error if change.error is not None else row.error_message,
+                "b_error_message": _error_message(row.error_message, change),
                 "b_delivery_attempts": (row.delivery_attempts or 0) + change.attempts_added,
                 "b_updated_at": now,
             }
         )
     if params:
         conn.execute(_WRITE_NOTIFICATION, params)
+
+
+def _error_message(current: str | None, change: NotificationChange) -> str | None:
+    """The last error, prefixed with its channel; cleared when that channel
+    has since succeeded (a retried SMS that went through is no error)."""
+    if change.error is not None:
+        return change.error
+    if current is not None and any(current.startswith(f"{c}: ") for c in change.recovered):
+        return None
+    return current
 
 
 def roll_up_status(statuses: Sequence[DeliveryStatus]) -> NotificationStatus:

@@ -8,53 +8,16 @@ clean slate use ``clean_db``; the seeded templates stay.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from testdb import DATA_TABLES, REDIS_URL, create_database, drop_database
 
 from clarion import migrate
 from clarion.db import make_engine
 from clarion.settings import Settings, reset_settings
-
-ADMIN_URL = os.environ.get(
-    "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-DATA_TABLES = (
-    "delivery_attempts",
-    "notification_deliveries",
-    "notifications",
-    "user_addresses",
-    "websocket_connections",
-    "real_time_events",
-)
-
-
-def database_url(name: str) -> str:
-    return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def create_database(prefix: str = "clarion_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return database_url(name)
-
-
-def drop_database(url: str) -> None:
-    name = sa.make_url(url).database
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import create_database, drop_database
+from testdb import create_database, drop_database
 
 DEMO_REDIS = os.environ.get("CLARION_TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/11")
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import create_database, drop_database
+from testdb import create_database, drop_database
 
 pytestmark = pytest.mark.postgres
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import create_database, drop_database
 from sqlalchemy.engine import Engine
+from testdb import create_database, drop_database
 
 import models
 from clarion import migrate

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from conftest import ADMIN_URL, create_database, drop_database
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from testdb import ADMIN_URL, create_database, drop_database
 
 import clarion
 from clarion import migrate

@@ -48,6 +48,9 @@ def test_retryable_error_is_retried_then_succeeds(stack: Any, pl: Any, sandboxes
     assert notification.status == "sent"
     assert notification.delivery_attempts == 2
     assert notification.provider_response["email"]["MessageId"] == delivery.provider_message_id
+    # The 503 was retried away: it stays in the history, not as the current error.
+    assert delivery.last_error is None
+    assert notification.error_message is None
 
 
 def test_retry_after_is_honoured(stack: Any, pl: Any, sandboxes: Any) -> None:

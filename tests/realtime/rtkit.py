@@ -1,9 +1,9 @@
 """Fixtures and helpers of the real-time tests: real ``clarion gateway`` processes,
 PostgreSQL (the session's ``pg_url``) and Redis db 12.
 
-Not a conftest.py: the integration tests import the root ``conftest`` by name,
-which a second conftest module on ``sys.path`` would shadow. Test modules
-import the fixtures from here.
+Not a conftest.py: test modules import the fixtures from here by name (the
+shared database helpers live in ``tests/testdb.py`` for the same reason: a
+bare ``conftest`` import is shadowed by whichever conftest came first).
 
 * ``gateways``: a factory starting a gateway subprocess with settings of its
   own (a free port, a Redis events channel of its own so that concurrent runs

@@ -309,6 +309,13 @@ class Settings:
         _positive_int,
         "Frames queued for one connection before it is cut off as a slow consumer.",
     )
+    gateway_send_timeout: float = setting(
+        "CLARION_GATEWAY_SEND_TIMEOUT",
+        5.0,
+        _positive_float,
+        "A connection whose socket has not taken one frame for this many seconds (the client "
+        "stopped reading) is cut off as a slow consumer, whatever the heartbeat settings.",
+    )
     gateway_flush_interval: float = setting(
         "CLARION_GATEWAY_FLUSH_INTERVAL",
         5.0,

@@ -7,6 +7,13 @@ full the client is not keeping up: the connection is cut off (close code
 1008, reason ``slow consumer``) instead of letting memory grow; websockets'
 own ``broadcast()`` has no such bound, which is why it is not used.
 
+A client that stops reading may also stall the writer with fewer frames than
+the bound queued: the socket's buffers fill, the writer waits in ``send``,
+and websockets' keepalive ping waits behind the same buffers, so it never
+times out either. :attr:`Connection.send_started` (the monotonic time the
+frame in flight was handed to the socket) lets the gateway's watchdog cut
+such a client off after ``CLARION_GATEWAY_SEND_TIMEOUT``.
+
 Counters (``bytes_*`` are the payload bytes of data frames, UTF-8; control
 frames are not counted) live here and are written by the gateway's periodic
 flush, never per message.
@@ -62,6 +69,7 @@ class Connection:
         "queue",
         "replay_buffer",
         "replayed_unpublished",
+        "send_started",
         "session_id",
         "socket",
         "subs_dirty",
@@ -103,6 +111,8 @@ class Connection:
         #: events replayed before they were published: their live copy is dropped
         self.replayed_unpublished: set[str] | None = None
         self.closing_reason: str | None = None
+        #: monotonic time the frame in flight was handed to the socket; 0.0 when idle
+        self.send_started = 0.0
         self.writer_task: asyncio.Task[None] | None = None
 
     # --- outbound ----------------------------------------------------------------
@@ -144,13 +154,19 @@ class Connection:
                 pending = self.pending_acks
                 if pending is None or event.event_id not in pending:
                     continue  # acked while the redelivery waited in the queue
+            self.send_started = time.monotonic()
             await socket.send(frame)
+            self.send_started = 0.0
             self.bytes_out += size
             self.msgs_out += 1
             if event is not None:
                 gateway.event_sent(self, event, attempt)
             elif notification_id is not None:
                 gateway.notification_sent(self, notification_id)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """True if the frame in flight has waited ``timeout`` seconds for the socket."""
+        return self.send_started != 0.0 and now - self.send_started >= timeout
 
     # --- acks --------------------------------------------------------------------
 

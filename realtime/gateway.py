@@ -57,7 +57,7 @@ from models.enums import ConnectionStatus
 from models.repository import Repository
 from realtime import protocol
 from realtime.auth import TokenError, verify_token
-from realtime.connection import Connection, Socket
+from realtime.connection import SLOW_CONSUMER, Connection, Socket
 from realtime.store import EventStats, Store
 from realtime.visibility import (
     ANONYMOUS,
@@ -78,6 +78,10 @@ PROTOCOL_VERSION = "1.0"
 SEEN_EVENTS = 50_000
 #: Protocol errors tolerated before a connection is closed.
 MAX_ERRORS = 50
+#: Seconds a closing handshake may take before the TCP connection is dropped.
+CLOSE_TIMEOUT = 2.0
+#: Seconds between rounds of the connection watchdog (acks, token expiry, stalled sends).
+WATCH_INTERVAL = 0.2
 
 
 def utcnow() -> dt.datetime:
@@ -133,7 +137,7 @@ class Gateway:
             compression="deflate" if s.gateway_compression else None,
             ping_interval=s.gateway_heartbeat,
             ping_timeout=s.gateway_heartbeat_timeout,
-            close_timeout=2,
+            close_timeout=CLOSE_TIMEOUT,
             max_size=s.gateway_max_message,
             server_header=None,
         )
@@ -141,7 +145,7 @@ class Gateway:
         tasks = [
             asyncio.create_task(self._redis_loop(), name="redis"),
             asyncio.create_task(self._every(s.gateway_flush_interval, self.flush), name="flush"),
-            asyncio.create_task(self._every(0.2, self._ack_round), name="acks"),
+            asyncio.create_task(self._every(WATCH_INTERVAL, self._watch), name="watch"),
             asyncio.create_task(
                 self._every(max(s.event_relay_after / 2, 0.5), self._relay), name="relay"
             ),
@@ -330,7 +334,7 @@ class Gateway:
             conn.queue.get_nowait()
         if conn.writer_task is not None:
             conn.writer_task.cancel()
-        asyncio.get_running_loop().create_task(conn.socket.close(code, reason))
+        asyncio.get_running_loop().create_task(_close(conn.socket, code, reason))
 
     # --- client frames -------------------------------------------------------------
 
@@ -621,13 +625,18 @@ class Gateway:
         if received:
             await asyncio.to_thread(self.repository.mark_in_app_received, received)
 
-    async def _ack_round(self) -> None:
+    async def _watch(self) -> None:
+        """Cut off expired tokens and stalled clients; redeliver unacked events."""
         now = time.monotonic()
         wall = time.time()
         limit = self.settings.event_max_redeliveries
+        send_timeout = self.settings.gateway_send_timeout
         for conn in list(self.connections):
             if conn.token_expires_at is not None and conn.token_expires_at <= wall:
                 self.cut_off(conn, 4401, "token expired")
+                continue
+            if conn.stalled(now, send_timeout):
+                self.cut_off(conn, 1008, SLOW_CONSUMER)
                 continue
             for entry in conn.due_acks(now):
                 event, attempt = entry[0], entry[1]
@@ -654,6 +663,17 @@ class Gateway:
 
     async def _sweep(self) -> None:
         await asyncio.to_thread(self.store.sweep_stale, older_than=self._stale_after())
+
+
+async def _close(socket: Socket, code: int, reason: str) -> None:
+    """Close from the server side, dropping the TCP connection if the client does not
+    take the close frame in time (a client that stopped reading never will: websockets'
+    ``close`` would wait for its buffers forever)."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await socket.close(code, reason)
+    except TimeoutError:
+        socket.transport.abort()
 
 
 def _refuse(socket: Socket, why: str) -> Response:

@@ -182,6 +182,8 @@ class Store:
                 all_acks = dict(acks or {})
                 all_acks.update(st.acks)
                 updates.append({"b_id": event_id, "b_status": merged, "b_acks": all_acks or None})
+            if not updates:
+                return  # events published without a row (or already pruned)
             t = cast(sa.Table, RealTimeEvent.__table__)
             s.execute(
                 sa.update(t)

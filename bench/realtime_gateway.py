@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clarion import migrate  # noqa: E402
-from clarion.db import make_engine  # noqa: E402
-from clarion.settings import Settings, reset_settings  # noqa: E402
+from clarion.core.db import make_engine  # noqa: E402
+from clarion.core.settings import Settings, reset_settings  # noqa: E402
 from realtime.auth import make_token  # noqa: E402
 
 ADMIN_URL = os.environ.get(

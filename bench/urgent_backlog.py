@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from channels.sandboxes.webhook import WebhookReceiver  # noqa: E402
 from clarion import migrate  # noqa: E402
-from clarion.db import make_engine  # noqa: E402
-from clarion.settings import Settings, reset_settings  # noqa: E402
+from clarion.core.db import make_engine  # noqa: E402
+from clarion.core.settings import Settings, reset_settings  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from uuid import UUID
 
-from clarion.errors import ClarionError
+from clarion.core.errors import ClarionError
 from models.enums import Channel
 
 JSON = dict[str, Any]

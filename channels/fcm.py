@@ -51,13 +51,13 @@ from channels.base import (
     ThrottledError,
     parse_retry_after,
 )
-from clarion.errors import SettingsError
+from clarion.core.errors import SettingsError
 from models.enums import Channel
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
-    from clarion.settings import Settings
+    from clarion.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable, Mapping
 
 from channels.base import PermanentError, Provider
-from clarion.errors import SettingsError
-from clarion.settings import Settings
+from clarion.core.errors import SettingsError
+from clarion.core.settings import Settings
 from models.enums import Channel
 
 Factory = Callable[[Settings], Provider]

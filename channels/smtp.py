@@ -40,7 +40,7 @@ from channels.base import (
 from models.enums import Channel
 
 if TYPE_CHECKING:
-    from clarion.settings import Settings
+    from clarion.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

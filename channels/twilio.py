@@ -45,11 +45,11 @@ from channels.base import (
     ThrottledError,
     parse_retry_after,
 )
-from clarion.errors import SettingsError
+from clarion.core.errors import SettingsError
 from models.enums import Channel
 
 if TYPE_CHECKING:
-    from clarion.settings import Settings
+    from clarion.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

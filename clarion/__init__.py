@@ -1,21 +1,44 @@
 """Clarion: notification delivery for auction platforms.
 
-Application code calls :func:`notify` inside its own transaction; the
-scheduler and the workers do the rest.
+Application code calls :func:`notify` inside its own transaction, and
+:func:`publish_event` for the real-time stream; the scheduler and the
+workers do the rest.
+
+The names below are loaded on first use (PEP 562), so that importing the
+ground (``clarion.core``) or any one part of Clarion does not load the
+public API and everything it needs.
 """
 
-from clarion.api import notify
-from clarion.errors import (
-    ClarionError,
-    MissingVariableError,
-    NotFoundError,
-    SettingsError,
-    TemplateError,
-    ValidationError,
-)
-from clarion.events import publish_event
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clarion.api import notify
+    from clarion.core.errors import (
+        ClarionError,
+        MissingVariableError,
+        NotFoundError,
+        SettingsError,
+        TemplateError,
+        ValidationError,
+    )
+    from clarion.events import publish_event
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "notify": "clarion.api",
+    "publish_event": "clarion.events",
+    "ClarionError": "clarion.core.errors",
+    "MissingVariableError": "clarion.core.errors",
+    "NotFoundError": "clarion.core.errors",
+    "SettingsError": "clarion.core.errors",
+    "TemplateError": "clarion.core.errors",
+    "ValidationError": "clarion.core.errors",
+}
 
 __all__ = [
     "ClarionError",
@@ -27,3 +50,16 @@ __all__ = [
     "notify",
     "publish_event",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clarion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

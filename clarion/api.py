@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from clarion.db import session_factory
-from clarion.errors import NotFoundError, TemplateError, ValidationError
+from clarion.core.db import get_engine, session_factory
+from clarion.core.errors import NotFoundError, TemplateError, ValidationError
+from clarion.core.settings import get_settings
 from clarion.templating import render
 from models import (
     Category,
@@ -77,13 +78,14 @@ def notify(
     With ``idempotency_key``, a second call with the same key returns the
     first notification instead of creating another, also when two calls race.
 
-    Raises :class:`~clarion.errors.ValidationError` naming the first invalid
-    argument, :class:`~clarion.errors.TemplateError` for a template that cannot
-    be rendered, :class:`~clarion.errors.NotFoundError` for an unknown template.
+    Raises :class:`~clarion.core.errors.ValidationError` naming the first invalid
+    argument, :class:`~clarion.core.errors.TemplateError` for a template that cannot
+    be rendered, :class:`~clarion.core.errors.NotFoundError` for an unknown template.
     """
     if session is None:
         arguments = _arguments(locals())
-        with session_factory()() as own, own.begin():
+        engine = get_engine(get_settings().effective_database_url)
+        with session_factory(engine)() as own, own.begin():
             return notify(**arguments, session=own)
 
     user = _uuid("user_id", user_id)

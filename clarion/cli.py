@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import sqlalchemy.exc
 
-from clarion.errors import BrokerUnavailable, NotFoundError, SettingsError, ValidationError
-from clarion.settings import Settings
+from clarion.core.errors import BrokerUnavailable, NotFoundError, SettingsError, ValidationError
+from clarion.core.settings import Settings
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -41,7 +41,7 @@ log = logging.getLogger("clarion.cli")
 
 
 def _settings() -> Settings:
-    from clarion.settings import get_settings
+    from clarion.core.settings import get_settings
 
     return get_settings()
 
@@ -79,7 +79,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     import dramatiq
 
-    from clarion.logging import configure_logging
+    from clarion.core.logging import configure_logging
     from scheduler.runtime import build_scheduler
     from workers.actors import declare_actors
     from workers.broker import make_broker
@@ -133,7 +133,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(_args: argparse.Namespace) -> int:
-    from clarion.logging import configure_logging
+    from clarion.core.logging import configure_logging
     from realtime.gateway import run_gateway
 
     settings = _settings()

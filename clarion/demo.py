@@ -33,8 +33,8 @@ from channels.sandboxes.farm import SandboxFarm
 from channels.sandboxes.http import Fault
 from clarion import migrate
 from clarion.api import notify
-from clarion.db import make_engine, session_factory
-from clarion.settings import Settings, get_settings, reset_settings
+from clarion.core.db import make_engine, session_factory
+from clarion.core.settings import Settings, get_settings, reset_settings
 from models import Channel, Delivery, Notification, UserAddress
 from models.enums import DeliveryStatus
 

@@ -33,9 +33,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from clarion.db import is_postgres, session_factory
-from clarion.errors import ValidationError
-from clarion.settings import get_settings
+from clarion.core.db import get_engine, is_postgres, session_factory
+from clarion.core.errors import ValidationError
+from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
 from models.realtime import EVENT_SEQUENCE, RealTimeEvent
 
@@ -85,11 +85,11 @@ def publish_event(
 
     With ``session`` the row is flushed in the caller's transaction and
     published after it commits; without, Clarion commits and publishes it
-    at once. Raises :class:`~clarion.errors.ValidationError` naming the bad
+    at once. Raises :class:`~clarion.core.errors.ValidationError` naming the bad
     argument.
     """
     if session is None:
-        with session_factory()() as own:
+        with session_factory(get_engine(get_settings().effective_database_url))() as own:
             with own.begin():
                 row = _insert(own, **_strip(locals()))
             return row

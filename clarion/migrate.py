@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
-from clarion.db import make_engine, normalize_url
-from clarion.settings import get_settings
+from clarion.core.db import make_engine, normalize_url
+from clarion.core.settings import get_settings
 
 MIGRATIONS = Path(migrations.__file__).resolve().parent
 
@@ -19,8 +19,12 @@ MIGRATIONS = Path(migrations.__file__).resolve().parent
 def alembic_config(url: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["url"] = normalize_url(url or get_settings().effective_database_url)
+    cfg.attributes["url"] = _url(url)
     return cfg
+
+
+def _url(url: str | None) -> str:
+    return normalize_url(url or get_settings().effective_database_url)
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
@@ -38,7 +42,7 @@ def check(url: str | None = None) -> None:
 
 def current(url: str | None = None) -> str | None:
     """The revision the database is at (None: not migrated)."""
-    engine = make_engine(url)
+    engine = make_engine(_url(url))
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

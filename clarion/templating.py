@@ -13,7 +13,7 @@ Values are rendered by type, never through an arbitrary ``__str__``:
   :class:`uuid.UUID` as their canonical text;
 * :class:`datetime.datetime` and :class:`datetime.date` with ``isoformat()``;
 * anything else (``None``, ``bool``, dicts, lists, other objects) is refused
-  with :class:`~clarion.errors.TemplateError` naming the variable.
+  with :class:`~clarion.core.errors.TemplateError` naming the variable.
 
 ``render(..., html=True)`` escapes the values (not the template text) with
 :func:`html.escape` (``quote=True``).
@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clarion.errors import MissingVariableError, TemplateError
+from clarion.core.errors import MissingVariableError, TemplateError
 from models.enums import Category, Channel, Priority
 
 __all__ = [

@@ -12,7 +12,8 @@ from typing import Any
 from alembic import context
 
 import models
-from clarion.db import make_engine, normalize_url
+from clarion.core.db import make_engine, normalize_url
+from clarion.core.settings import get_settings
 from models.base import PLATFORM_TABLES
 
 config = context.config
@@ -36,8 +37,12 @@ def run_migrations() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
-    engine = make_engine(normalize_url(url) if url else None)
+    url = (
+        config.attributes.get("url")
+        or config.get_main_option("sqlalchemy.url")
+        or get_settings().effective_database_url
+    )
+    engine = make_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
             _run(conn)

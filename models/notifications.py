@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from clarion.core.clock import utcnow
 from models.base import Base, INETType, JSONType, Timestamp, enum_type  # noqa: F401
 from models.enums import (
     AttemptOutcome,
@@ -38,10 +39,6 @@ OutcomeType = enum_type(AttemptOutcome, "attempt_outcome")
 
 # Parenthesised so that SQLite accepts the DDL too (the ORM always supplies ids there).
 _uuid_default = sa.text("(gen_random_uuid())")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class NotificationTemplate(Base):
@@ -64,10 +61,10 @@ class NotificationTemplate(Base):
     body_format: Mapped[str] = mapped_column(sa.String(10), server_default="text")
     is_active: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true(), default=True)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now, onupdate=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
 
     __table_args__ = (
@@ -131,10 +128,10 @@ class Notification(Base):
     # ``metadata_``, the column keeps the spec's name.
     metadata_: Mapped[Any | None] = mapped_column("metadata", JSONType)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now, onupdate=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
 
     # --- beside the spec ------------------------------------------------------
@@ -193,10 +190,10 @@ class UserAddress(Base):
     disabled_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(255))
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now, onupdate=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
 
     __table_args__ = (
@@ -237,10 +234,10 @@ class Delivery(Base):
     failed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     dead_lettered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now, onupdate=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
 
     notification: Mapped[Notification] = relationship(back_populates="deliveries")
@@ -282,7 +279,7 @@ class DeliveryAttempt(Base):
     started_at: Mapped[dt.datetime] = mapped_column(Timestamp)
     duration_ms: Mapped[int] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
 
     delivery: Mapped[Delivery] = relationship(back_populates="attempt_history")

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clarion.core.clock import utcnow
 from models.base import Base, INETType, JSONType, Timestamp, enum_type
 from models.enums import ConnectionStatus, EventCategory, EventPriority, Visibility
 
@@ -21,10 +22,6 @@ VisibilityType = enum_type(Visibility, "event_visibility")
 EVENT_SEQUENCE = sa.Sequence("real_time_events_sequence_number_seq", metadata=Base.metadata)
 
 _uuid_default = sa.text("(gen_random_uuid())")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class WebSocketConnection(Base):
@@ -66,10 +63,10 @@ class WebSocketConnection(Base):
     error_count: Mapped[int | None] = mapped_column(sa.Integer, server_default="0", default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now, onupdate=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
 
     __table_args__ = (
@@ -126,7 +123,7 @@ class RealTimeEvent(Base):
     acknowledgments: Mapped[Any | None] = mapped_column(JSONType)
     tags: Mapped[Any | None] = mapped_column(JSONType)
     created_at: Mapped[dt.datetime] = mapped_column(
-        Timestamp, server_default=sa.func.current_timestamp(), default=_now
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
 
     __table_args__ = (

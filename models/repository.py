@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.core.clock import as_utc, utcnow
 from models.enums import (
     Channel,
     DeliveryStatus,
@@ -33,12 +34,10 @@ from models.writeback import (
     NotificationChange,
     SendJob,
     WriteBack,
-    as_utc,
     lock_notifications,
     roll_up,
     roll_up_status,
     take_for_sending,
-    utcnow,
     write_back,
 )
 
@@ -49,9 +48,7 @@ __all__ = [
     "Repository",
     "SendJob",
     "WriteBack",
-    "as_utc",
     "roll_up_status",
-    "utcnow",
 ]
 
 log = logging.getLogger("clarion.repository")

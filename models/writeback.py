@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from clarion.core.clock import as_utc, utcnow
 from models.enums import AttemptOutcome, Channel, DeliveryStatus, NotificationStatus
 from models.notifications import (
     Delivery,
@@ -133,17 +134,6 @@ IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 #: Notification statuses that delivery never overwrites (set by the user's client).
 USER_STATUSES = (NotificationStatus.READ, NotificationStatus.CLICKED)
 _ACCEPTED = (AttemptOutcome.SENT, AttemptOutcome.DELIVERED)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes; everything Clarion stores is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -49,10 +49,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from clarion.db import make_engine, session_factory
-from clarion.errors import SettingsError
+from clarion.core.clock import utcnow
+from clarion.core.db import make_engine, session_factory
+from clarion.core.errors import SettingsError
+from clarion.core.settings import Settings
 from clarion.events import relay_unpublished
-from clarion.settings import Settings
 from models.enums import ConnectionStatus
 from models.repository import Repository
 from realtime import protocol
@@ -82,10 +83,6 @@ MAX_ERRORS = 50
 CLOSE_TIMEOUT = 2.0
 #: Seconds between rounds of the connection watchdog (acks, token expiry, stalled sends).
 WATCH_INTERVAL = 0.2
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Gateway:

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from clarion.core.clock import utcnow
 from clarion.events import event_payload
 from models.enums import ConnectionStatus
 from models.realtime import RealTimeEvent, WebSocketConnection
@@ -43,10 +44,6 @@ OPEN_STATUSES = (
     ConnectionStatus.CONNECTED,
     ConnectionStatus.DISCONNECTING,
 )
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclasses.dataclass(slots=True)

@@ -31,7 +31,8 @@ import psycopg
 import sqlalchemy as sa
 from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
-from models.repository import Repository, utcnow
+from clarion.core.clock import utcnow
+from models.repository import Repository
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")

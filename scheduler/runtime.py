@@ -5,8 +5,8 @@ from __future__ import annotations
 import dramatiq
 import sqlalchemy as sa
 
-from clarion.db import make_engine, session_factory
-from clarion.settings import Settings
+from clarion.core.db import make_engine, session_factory
+from clarion.core.settings import Settings
 from models.repository import Repository
 from scheduler.daemon import Scheduler
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from testdb import DATA_TABLES, REDIS_URL, create_database, drop_database
 
 from clarion import migrate
-from clarion.db import make_engine
-from clarion.settings import Settings, reset_settings
+from clarion.core.db import make_engine
+from clarion.core.settings import Settings, reset_settings
 
 
 @pytest.fixture(scope="session")

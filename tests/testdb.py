@@ -11,7 +11,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from clarion.db import make_engine
+from clarion.core.db import make_engine
 
 ADMIN_URL = os.environ.get(
     "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

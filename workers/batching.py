@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from clarion.db import is_transient_error
+from clarion.core.db import is_transient_error
 from models.repository import Repository, SendJob, WriteBack
 
 log = logging.getLogger("clarion.batching")

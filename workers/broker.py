@@ -20,7 +20,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from clarion.settings import Settings
+from clarion.core.settings import Settings
 
 
 def middleware() -> list[Middleware]:

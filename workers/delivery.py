@@ -33,9 +33,10 @@ from channels.base import (
     ThrottledError,
 )
 from channels.registry import Providers
-from clarion.db import is_transient_error
+from clarion.core.clock import utcnow
+from clarion.core.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
-from models.repository import AttemptRecord, SendJob, WriteBack, utcnow
+from models.repository import AttemptRecord, SendJob, WriteBack
 from workers.retry_policy import Action, RetryPolicy, decide
 
 log = logging.getLogger("clarion.delivery")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dramatiq
 
-from clarion.logging import configure_logging
-from clarion.settings import get_settings
+from clarion.core.logging import configure_logging
+from clarion.core.settings import get_settings
 from workers.actors import declare_actors
 from workers.broker import make_broker
 from workers.runtime import get_deliverer

@@ -10,8 +10,8 @@ import os
 import threading
 
 from channels.registry import Providers
-from clarion.db import make_engine, session_factory
-from clarion.settings import Settings, get_settings
+from clarion.core.db import make_engine, session_factory
+from clarion.core.settings import Settings, get_settings
 from models.repository import Repository
 from workers.batching import GroupCommitter
 from workers.delivery import Deliverer

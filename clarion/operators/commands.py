@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from clarion.errors import ValidationError
-from clarion.settings import Settings, get_settings
+from clarion.core.errors import ValidationError
+from clarion.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -208,7 +208,7 @@ def add_parsers(sub: Any) -> None:
 def _sessions(settings: Settings) -> sessionmaker[Session]:
     import sqlalchemy as sa
 
-    from clarion.db import make_engine, session_factory
+    from clarion.core.db import make_engine, session_factory
 
     url = settings.effective_database_url
     kwargs: dict[str, Any] = {"poolclass": sa.NullPool}

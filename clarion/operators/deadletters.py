@@ -45,7 +45,7 @@ from typing import Any
 import dramatiq
 from dramatiq.errors import DecodeError
 
-from clarion.errors import BrokerUnavailable
+from clarion.core.errors import BrokerUnavailable
 from workers.broker import ENQUEUE_ONLY_PREFIX
 from workers.queues import all_queues
 

@@ -38,7 +38,8 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.errors import NotFoundError, ValidationError
+from clarion.core.clock import as_utc, utcnow
+from clarion.core.errors import NotFoundError, ValidationError
 from clarion.operators.deadletters import (
     BrokerUnavailable,
     DeadLetter,
@@ -47,7 +48,7 @@ from clarion.operators.deadletters import (
 )
 from models.enums import Channel
 from models.notifications import Delivery, DeliveryAttempt, Notification
-from models.repository import PurgeStep, Repository, RequeueStep, as_utc, utcnow
+from models.repository import PurgeStep, Repository, RequeueStep
 from workers.queues import all_queues, channel_of
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")

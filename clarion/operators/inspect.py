@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.errors import NotFoundError, ValidationError
+from clarion.core.errors import NotFoundError, ValidationError
 from models.enums import Channel
 from models.notifications import (
     Delivery,

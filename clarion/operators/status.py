@@ -9,10 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
 from models.enums import DeliveryStatus, NotificationStatus
 from models.notifications import Delivery, Notification
-from models.repository import as_utc, utcnow
 
 #: A claim in these states holds a lease.
 IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from clarion.core.settings import get_settings
 from clarion.seed import seed_templates
-from clarion.settings import get_settings
 from migrations.platform import create_platform_foreign_keys, drop_platform_foreign_keys
 
 revision: str = "0001"

@@ -24,8 +24,8 @@ from channels.base import (
 from channels.fcm import FCMProvider
 from channels.sandboxes.fcm import FCMSandbox, write_fake_service_account
 from channels.sandboxes.http import Fault
-from clarion.errors import SettingsError
-from clarion.settings import Settings
+from clarion.core.errors import SettingsError
+from clarion.core.settings import Settings
 from models.enums import Channel
 
 PROJECT = "clarion-test"

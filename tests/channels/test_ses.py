@@ -20,7 +20,7 @@ from channels.base import (
 from channels.sandboxes.http import Fault
 from channels.sandboxes.ses import SEND_PATH, SESSandbox
 from channels.ses import SESProvider
-from clarion.settings import Settings
+from clarion.core.settings import Settings
 from models.enums import Channel
 
 TIMEOUT = 0.3

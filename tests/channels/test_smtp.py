@@ -18,7 +18,7 @@ from channels.base import (
 )
 from channels.sandboxes.smtp import SMTPSandbox
 from channels.smtp import SMTPProvider
-from clarion.settings import Settings
+from clarion.core.settings import Settings
 from models.enums import Channel
 
 TIMEOUT = 0.3

@@ -23,8 +23,8 @@ from channels.base import (
 from channels.sandboxes.http import Fault
 from channels.sandboxes.twilio import TwilioSandbox
 from channels.twilio import TwilioProvider, sms_text
-from clarion.errors import SettingsError
-from clarion.settings import Settings
+from clarion.core.errors import SettingsError
+from clarion.core.settings import Settings
 from models.enums import Channel
 
 FROM = "+15005550006"

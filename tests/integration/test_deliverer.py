@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 
 from channels.base import OutgoingMessage, Provider, Receipt
 from channels.registry import Providers
-from clarion.db import session_factory
-from clarion.settings import Settings
+from clarion.core.db import session_factory
+from clarion.core.settings import Settings
 from models.enums import Channel
 from models.repository import Repository
 from workers.delivery import Deliverer, Result

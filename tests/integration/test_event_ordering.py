@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import clarion
-from clarion.settings import Settings
+from clarion.core.settings import Settings
 
 pytestmark = pytest.mark.postgres
 

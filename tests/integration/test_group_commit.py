@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clarion.db import session_factory
+from clarion.core.clock import utcnow
+from clarion.core.db import session_factory
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
-from models.repository import AttemptRecord, Repository, WriteBack, utcnow
+from models.repository import AttemptRecord, Repository, WriteBack
 from workers.batching import GroupCommitter
 
 pytestmark = pytest.mark.postgres

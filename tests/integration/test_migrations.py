@@ -15,9 +15,9 @@ from testdb import create_database, drop_database
 
 import models
 from clarion import migrate
-from clarion.db import make_engine
+from clarion.core.db import make_engine
+from clarion.core.settings import Settings, reset_settings
 from clarion.seed import seed_templates
-from clarion.settings import Settings, reset_settings
 
 CLARION_TABLES = {
     "notifications",

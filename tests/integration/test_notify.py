@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import clarion
-from clarion.errors import MissingVariableError, NotFoundError, TemplateError, ValidationError
-from clarion.settings import Settings
+from clarion.core.errors import MissingVariableError, NotFoundError, TemplateError, ValidationError
+from clarion.core.settings import Settings
 from models import Notification, NotificationTemplate
 
 pytestmark = pytest.mark.postgres

@@ -23,8 +23,8 @@ from testdb import ADMIN_URL, create_database, drop_database
 
 import clarion
 from clarion import migrate
-from clarion.db import make_engine
-from clarion.settings import Settings, reset_settings
+from clarion.core.db import make_engine
+from clarion.core.settings import Settings, reset_settings
 from migrations.platform import PLATFORM_FOREIGN_KEYS, PlatformTablesMissing, fk_name
 
 pytestmark = pytest.mark.postgres

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from websockets.asyncio.client import ClientConnection, connect
 
-from clarion.settings import Settings, reset_settings
+from clarion.core.settings import Settings, reset_settings
 from realtime.auth import make_token
 
 T = TypeVar("T")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from clarion.errors import SettingsError
-from clarion.settings import Settings
+from clarion.core.errors import SettingsError
+from clarion.core.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clarion.errors import ClarionError, MissingVariableError, TemplateError
+from clarion.core.errors import ClarionError, MissingVariableError, TemplateError
 from clarion.templating import (
     SeedTemplate,
     load_seed_templates,

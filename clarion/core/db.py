@@ -1,4 +1,7 @@
-"""Engines and sessions: the one place that knows how Clarion connects."""
+"""Engines and sessions: the one place that knows how Clarion connects.
+
+URLs and engines are handed in by the entry points; nothing here reads the settings.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.settings import get_settings
-
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL URLs given without a driver."""
@@ -21,9 +22,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """A new engine for ``url`` (default: the configured database)."""
-    url = normalize_url(url or get_settings().effective_database_url)
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """A new engine for ``url`` (``Settings.effective_database_url`` at the entry points)."""
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         engine = sa.create_engine(url, **kwargs)
@@ -45,9 +46,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process's shared engine for ``url`` (default: the configured database)."""
-    return _shared_engine(normalize_url(url or get_settings().effective_database_url))
+def get_engine(url: str) -> Engine:
+    """The process's shared engine for ``url``."""
+    return _shared_engine(normalize_url(url))
 
 
 @functools.cache
@@ -55,8 +56,8 @@ def _shared_engine(url: str) -> Engine:
     return make_engine(url)
 
 
-def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
-    return sessionmaker(engine or get_engine(), expire_on_commit=False)
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def is_postgres(bind: Engine | sa.Connection | Session) -> bool:

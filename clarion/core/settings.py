@@ -1,7 +1,7 @@
 """Clarion's settings: one typed, frozen object read from ``CLARION_*`` variables.
 
 Every field documents its variable and default; :func:`Settings.from_env`
-fails at start-up with a :class:`~clarion.errors.SettingsError` naming the
+fails at start-up with a :class:`~clarion.core.errors.SettingsError` naming the
 variable whose value it cannot use. ``clarion settings`` prints them all.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clarion.errors import SettingsError
+from clarion.core.errors import SettingsError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

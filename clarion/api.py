@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from clarion.core.db import get_engine, session_factory
 from clarion.core.errors import NotFoundError, TemplateError, ValidationError
+from clarion.core.parse import as_enum, as_enum_list, as_optional_uuid, as_uuid
 from clarion.core.settings import get_settings
 from clarion.templating import render
 from models import (
@@ -88,7 +89,7 @@ def notify(
         with session_factory(engine)() as own, own.begin():
             return notify(**arguments, session=own)
 
-    user = _uuid("user_id", user_id)
+    user = as_uuid(user_id, "user_id")
     tmpl = _load_template(session, template) if template is not None else None
     if tmpl is not None:
         if title is not None or message is not None:
@@ -120,13 +121,15 @@ def notify(
 
     values = {
         "user_id": user,
-        "category": _enum("category", Category, category),
-        "priority": _enum("priority", Priority, Priority.NORMAL if priority is None else priority),
+        "category": as_enum(Category, category, "category"),
+        "priority": as_enum(
+            Priority, Priority.NORMAL if priority is None else priority, "priority"
+        ),
         "title": _text("title", title, TITLE_MAX),
         "message": _text("message", message, None),
-        "auction_id": _optional_uuid("auction_id", auction_id),
-        "bid_id": _optional_uuid("bid_id", bid_id),
-        "item_id": _optional_uuid("item_id", item_id),
+        "auction_id": as_optional_uuid(auction_id, "auction_id"),
+        "bid_id": as_optional_uuid(bid_id, "bid_id"),
+        "item_id": as_optional_uuid(item_id, "item_id"),
         "action_url": _action_url(action_url),
         "action_label": _optional_text("action_label", action_label, ACTION_LABEL_MAX),
         "rich_content": _json("rich_content", rich_content),
@@ -140,7 +143,7 @@ def notify(
         "idempotency_key": _optional_text("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_MAX),
         "status": NotificationStatus.PENDING,
     }
-    chosen = _channels(channels)
+    chosen = as_enum_list(Channel, channels, "channels")
     values["delivery_channels"] = [c.value for c in chosen]
     # The spec's single-valued notification_type is the first (primary) channel.
     values["notification_type"] = chosen[0]
@@ -208,50 +211,6 @@ def _load_template(session: Session, key: str) -> NotificationTemplate:
 
 def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in scope.items() if k != "session"}
-
-
-def _uuid(field: str, value: object) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise ValidationError(field, f"expected a UUID, got {value!r}")
-
-
-def _optional_uuid(field: str, value: object) -> uuid.UUID | None:
-    return None if value is None else _uuid(field, value)
-
-
-def _enum(field: str, enum_class: type[Any], value: object) -> Any:
-    try:
-        return enum_class(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_class)
-        raise ValidationError(
-            field, f"unknown {field} {value!r}; expected one of {allowed}"
-        ) from None
-
-
-def _channels(value: Iterable[Channel | str] | str | None) -> list[Channel]:
-    if value is None or isinstance(value, str | bytes):
-        raise ValidationError("channels", f"expected a list of channels, got {value!r}")
-    chosen: list[Channel] = []
-    for item in value:
-        try:
-            channel = Channel(item)
-        except ValueError:
-            allowed = ", ".join(c.value for c in Channel)
-            raise ValidationError(
-                "channels", f"unknown channel {item!r}; expected one of {allowed}"
-            ) from None
-        if channel not in chosen:
-            chosen.append(channel)
-    if not chosen:
-        raise ValidationError("channels", "at least one channel is required")
-    return chosen
 
 
 def _text(field: str, value: object, limit: int | None) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from clarion.core.db import get_engine, is_postgres, session_factory
 from clarion.core.errors import ValidationError
+from clarion.core.parse import as_enum, as_optional_uuid, as_uuid
 from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
 from models.realtime import EVENT_SEQUENCE, RealTimeEvent
@@ -106,13 +107,13 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         raise ValidationError("event_type", "must be a non-empty string of at most 100 characters")
     if not isinstance(a["event_data"], Mapping):
         raise ValidationError("event_data", "must be a JSON object")
-    visibility = _enum(Visibility, "visibility", a["visibility"])
-    priority = _enum(EventPriority, "priority", a["priority"])
+    visibility = as_enum(Visibility, a["visibility"], "visibility")
+    priority = as_enum(EventPriority, a["priority"], "priority")
     category_arg = a["category"] if a["category"] is not None else a["event_category"]
-    auction_id = _uuid("auction_id", a["auction_id"])
-    user_id = _uuid("user_id", a["user_id"])
+    auction_id = as_optional_uuid(a["auction_id"], "auction_id")
+    user_id = as_optional_uuid(a["user_id"], "user_id")
     category = (
-        _enum(EventCategory, "category", category_arg)
+        as_enum(EventCategory, category_arg, "category")
         if category_arg is not None
         else _default_category(event_type, auction_id)
     )
@@ -122,7 +123,7 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
             a["target_audience"], Sequence
         ):
             raise ValidationError("target_audience", "must be a list of user ids")
-        audience = [str(_uuid("target_audience", u)) for u in a["target_audience"]]
+        audience = [str(as_uuid(u, "target_audience")) for u in a["target_audience"]]
     if visibility is Visibility.TARGETED and not audience:
         raise ValidationError("target_audience", "a targeted event needs at least one user id")
     if visibility is Visibility.PRIVATE and user_id is None:
@@ -146,8 +147,8 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         event_category=category,
         auction_id=auction_id,
         user_id=user_id,
-        bid_id=_uuid("bid_id", a["bid_id"]),
-        item_id=_uuid("item_id", a["item_id"]),
+        bid_id=as_optional_uuid(a["bid_id"], "bid_id"),
+        item_id=as_optional_uuid(a["item_id"], "item_id"),
         event_data=dict(a["event_data"]),
         event_metadata=a["event_metadata"],
         priority=priority,
@@ -157,9 +158,9 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         sequence_number=_next_sequence(
             session, ([f"auction:{auction_id}"] if auction_id else []) + channels
         ),
-        previous_event_id=_uuid("previous_event_id", a["previous_event_id"]),
+        previous_event_id=as_optional_uuid(a["previous_event_id"], "previous_event_id"),
         correlation_id=a["correlation_id"],
-        causal_events=[str(_uuid("causal_events", c)) for c in causal] if causal else None,
+        causal_events=[str(as_uuid(c, "causal_events")) for c in causal] if causal else None,
         expected_impacts=a["expected_impacts"],
         generated_at=now,
         expires_at=expires_at,
@@ -344,20 +345,3 @@ def _default_category(event_type: str, auction_id: uuid.UUID | None) -> EventCat
         return EventCategory(first)
     except ValueError:
         return EventCategory.AUCTION if auction_id is not None else EventCategory.SYSTEM
-
-
-def _enum(enum_class: Any, field: str, value: Any) -> Any:
-    try:
-        return enum_class(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_class)
-        raise ValidationError(field, f"must be one of {allowed}, got {value!r}") from None
-
-
-def _uuid(field: str, value: Any) -> uuid.UUID | None:
-    if value is None or isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValidationError(field, f"must be a UUID, got {value!r}") from None

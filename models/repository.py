@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core.clock import as_utc, utcnow
+from clarion.core.errors import ValidationError
+from clarion.core.parse import as_enum_list
 from models.enums import (
     Channel,
     DeliveryStatus,
@@ -558,15 +560,8 @@ def _priority_rank(column: Any) -> Any:
 
 
 def _parse_channels(value: Any) -> tuple[list[Channel], str | None]:
-    if not isinstance(value, list) or not value:
-        return [], f"delivery_channels must be a non-empty JSON list of channels, got {value!r}"
-    chosen: list[Channel] = []
-    for item in value:
-        try:
-            channel = Channel(item)
-        except ValueError:
-            allowed = ", ".join(c.value for c in Channel)
-            return [], f"delivery_channels: unknown channel {item!r}; expected one of {allowed}"
-        if channel not in chosen:
-            chosen.append(channel)
-    return chosen, None
+    """A plain INSERT's ``delivery_channels``, or the problem that fails the row."""
+    try:
+        return as_enum_list(Channel, value, "delivery_channels"), None
+    except ValidationError as exc:
+        return [], str(exc)

@@ -23,6 +23,9 @@ import json
 import uuid
 from typing import Any
 
+from clarion.core.errors import ValidationError
+from clarion.core.parse import as_uuid
+
 #: Topics plus auctions one connection may hold.
 MAX_SUBSCRIPTIONS = 1000
 MAX_TOPIC_LENGTH = 200
@@ -144,8 +147,8 @@ def _last_seq(value: Any) -> dict[str, int]:
 
 def _uuid(value: Any, field: str) -> uuid.UUID:
     try:
-        return uuid.UUID(str(value))
-    except ValueError:
+        return as_uuid(value, field)
+    except ValidationError:
         raise ProtocolError("bad_frame", f"{field} must be a UUID") from None
 
 

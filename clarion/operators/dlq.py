@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core.clock import as_utc, utcnow
 from clarion.core.errors import NotFoundError, ValidationError
+from clarion.core.parse import as_enum
 from clarion.operators.deadletters import (
     BrokerUnavailable,
     DeadLetter,
@@ -96,15 +97,7 @@ class Filters:
         limit: str | int | None = None,
     ) -> Filters:
         """Validate raw option values; a bad one raises ValidationError naming it."""
-        chan: Channel | None = None
-        if channel:
-            try:
-                chan = Channel(channel)
-            except ValueError:
-                allowed = ", ".join(c.value for c in Channel)
-                raise ValidationError(
-                    "--channel", f"unknown channel {channel!r}; one of {allowed}"
-                ) from None
+        chan = as_enum(Channel, channel, "--channel") if channel else None
         if queue and queue not in all_queues():
             raise ValidationError(
                 "--queue", f"unknown queue {queue!r}; one of {', '.join(all_queues())}"

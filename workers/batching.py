@@ -17,6 +17,7 @@ bad row cannot fail the others.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -33,6 +34,10 @@ log = logging.getLogger("clarion.batching")
 
 #: Most items in one transaction: bounds statement size and lock hold time.
 MAX_BATCH = 128
+
+#: How many recent batch sizes a committer remembers: a worker runs for weeks,
+#: so the record must not grow with the batches run.
+RECENT_BATCHES = 1024
 
 
 class BatchStore(Protocol):
@@ -73,8 +78,9 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="clarion-group-commit", daemon=True)
         self._started = False
         self._lock = threading.Lock()
-        #: Sizes of the batches run so far, for tests and benchmarks.
-        self.batches: list[int] = []
+        #: Sizes of the most recent batches (at most RECENT_BATCHES), for tests
+        #: and benchmarks.
+        self.batches: collections.deque[int] = collections.deque(maxlen=RECENT_BATCHES)
 
     # --- the DeliveryStore interface ---------------------------------------------------
 

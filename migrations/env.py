@@ -2,7 +2,10 @@
 
 ``clarion db upgrade`` passes a connection or URL through the config's
 attributes; plain ``alembic`` (``[tool.alembic]`` in pyproject.toml) uses the
-settings.
+settings. This is the migrations' entry point: the only place that reads the
+settings. What a revision needs to decide (``platform_foreign_keys``, from
+``CLARION_PLATFORM_FOREIGN_KEYS``) is handed to it through
+``config.attributes``, unless the caller put it there already.
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ def include_object(
 
 
 def run_migrations() -> None:
+    handed_in = config.attributes.get("platform_foreign_keys") is not None
+    if not handed_in:
+        config.attributes["platform_foreign_keys"] = get_settings().platform_foreign_keys
+    try:
+        _connect_and_run()
+    finally:
+        if not handed_in:
+            # A config used again later reads the settings of that later day.
+            del config.attributes["platform_foreign_keys"]
+
+
+def _connect_and_run() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         _run(connection)

@@ -64,6 +64,11 @@ class DeliveryStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+#: Deliveries still on their way: queued for a worker or being sent. The
+#: roll-up keeps their notification pending; the lease sweep requeues them.
+IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+
 class AttemptOutcome(enum.StrEnum):
     """Outcome of one provider call, as recorded in ``delivery_attempts``."""
 

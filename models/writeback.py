@@ -1,16 +1,18 @@
 """The workers' hot path in batches: take deliveries for sending, write outcomes back.
 
-Part of the repository layer (see ``models.repository``). Every function
-works on many deliveries in the caller's transaction with a fixed number of
-statements, so that a worker process can coalesce the database work of all
-its threads into one transaction (``workers.batching``, group commit): the
-cost per delivery falls with the load instead of rising with it. The
-single-delivery methods of :class:`~models.repository.Repository` call these
-with one item: there is one code path.
+The only code that moves a delivery through ``sending`` to its outcome, and
+the only code that disables a user's address. Every function works on many
+deliveries in the caller's transaction with a fixed number of statements, so
+that a worker process can coalesce the database work of all its threads into
+one transaction (``workers.batching``, group commit): the cost per delivery
+falls with the load instead of rising with it. The single-delivery methods of
+:class:`WriteBackStore` call these with one item: there is one code path, in
+one idiom (SQLAlchemy Core on a connection; the ORM session cost more CPU
+than the statements here).
 
 Lock order, to stay free of deadlocks between concurrent batches: a batch
-locks the notifications it rolls up in ``notification_id`` order before it
-touches their deliveries.
+locks the notifications it rolls up in ``notification_id`` order
+(:func:`models.rollup.lock_notifications`) before it touches their deliveries.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from clarion.core.clock import as_utc, utcnow
 from models.enums import AttemptOutcome, Channel, DeliveryStatus, NotificationStatus
@@ -34,6 +36,17 @@ from models.notifications import (
     NotificationTemplate,
     UserAddress,
 )
+from models.rollup import NotificationChange, lock_notifications, roll_up
+
+__all__ = [
+    "AddressRow",
+    "AttemptRecord",
+    "SendJob",
+    "WriteBack",
+    "WriteBackStore",
+    "take_for_sending",
+    "write_back",
+]
 
 _D: sa.Table = Delivery.__table__  # type: ignore[assignment]
 _N: sa.Table = Notification.__table__  # type: ignore[assignment]
@@ -76,23 +89,6 @@ _NOTES = (
     .select_from(_N.outerjoin(_T, _T.c.template_id == _N.c.template_id))
     .where(_N.c.notification_id.in_(sa.bindparam("ids", expanding=True)))
 )
-_LOCK = (
-    sa.select(
-        _N.c.notification_id,
-        _N.c.status,
-        _N.c.provider_response,
-        _N.c.sent_at,
-        _N.c.delivered_at,
-        _N.c.error_message,
-        _N.c.delivery_attempts,
-    )
-    .where(_N.c.notification_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(_N.c.notification_id)
-    .with_for_update()
-)
-_STATUSES = sa.select(_D.c.notification_id, _D.c.status).where(
-    _D.c.notification_id.in_(sa.bindparam("ids", expanding=True))
-)
 _DELIVERY_COLUMNS = (
     "status",
     "attempts",
@@ -114,25 +110,8 @@ _WRITE_DELIVERY = (
     .where(_D.c.delivery_id == sa.bindparam("b_delivery_id"))
     .values({c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS})
 )
-_NOTIFICATION_COLUMNS = (
-    "status",
-    "sent_at",
-    "delivered_at",
-    "provider_response",
-    "error_message",
-    "delivery_attempts",
-    "updated_at",
-)
-_WRITE_NOTIFICATION = (
-    sa.update(_N)
-    .where(_N.c.notification_id == sa.bindparam("b_notification_id"))
-    .values({c: sa.bindparam(f"b_{c}") for c in _NOTIFICATION_COLUMNS})
-)
 _INSERT_ATTEMPTS = sa.insert(_A)
 
-IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
-#: Notification statuses that delivery never overwrites (set by the user's client).
-USER_STATUSES = (NotificationStatus.READ, NotificationStatus.CLICKED)
 _ACCEPTED = (AttemptOutcome.SENT, AttemptOutcome.DELIVERED)
 
 
@@ -195,17 +174,6 @@ class WriteBack:
     retry_at: dt.datetime | None = None
     lease_seconds: float = 3600.0
     dead_letter: bool = False
-
-
-@dataclasses.dataclass
-class NotificationChange:
-    """What one batch adds to one notification before its status is rolled up."""
-
-    responses: dict[str, Any] = dataclasses.field(default_factory=dict)
-    error: str | None = None
-    attempts_added: int = 0
-    #: Channels that succeeded in this batch: an earlier error of theirs is stale.
-    recovered: set[str] = dataclasses.field(default_factory=set)
 
 
 # --- taking deliveries --------------------------------------------------------------
@@ -315,7 +283,7 @@ def _cancel(conn: Connection, cancelled: Mapping[str, Sequence[Any]], now: dt.da
         )
         for r in rows:
             changes[r.notification_id] = NotificationChange(error=reason)
-    roll_up(conn, changes, now)
+    roll_up(conn, changes, now=now)
 
 
 # --- writing outcomes back -----------------------------------------------------------
@@ -389,101 +357,7 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
     conn.execute(_WRITE_DELIVERY, delivery_rows)
     if attempt_rows:
         conn.execute(_INSERT_ATTEMPTS, attempt_rows)
-    roll_up(conn, changes, now, notes=notes)
-
-
-def lock_notifications(
-    conn: Connection, notification_ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, Any]:
-    """Lock the notifications (in id order) and read what the roll-up needs.
-
-    Two channels of one notification may finish at once; the roll-up must see
-    both, so writers take turns on the notification row.
-    """
-    rows = conn.execute(_LOCK, {"ids": sorted(set(notification_ids))})
-    return {row.notification_id: row for row in rows}
-
-
-def roll_up(
-    conn: Connection,
-    changes: Mapping[uuid.UUID, NotificationChange],
-    now: dt.datetime,
-    *,
-    notes: Mapping[uuid.UUID, Any] | None = None,
-) -> None:
-    """Recompute each notification's status from its deliveries (the documented rule).
-
-    * delivered - at least one channel delivered;
-    * sent      - none delivered, at least one accepted by its provider;
-    * pending   - a channel still queued or sending;
-    * failed    - every channel failed or was cancelled, at least one failed;
-    * cancelled - every channel was cancelled.
-
-    read and clicked, set by the user's client, are never overwritten.
-    ``sent_at``/``delivered_at`` keep the first channel's time; provider
-    responses are merged under each channel's name. ``notes`` are the rows
-    :func:`lock_notifications` returned, when the caller locked them already.
-    """
-    if not changes:
-        return
-    if notes is None:
-        notes = lock_notifications(conn, changes)
-    # Read after the lock (a new statement, a new snapshot): the other
-    # channels' outcomes committed while this transaction waited are seen.
-    statuses: dict[uuid.UUID, list[DeliveryStatus]] = defaultdict(list)
-    for notification_id, status in conn.execute(_STATUSES, {"ids": list(changes)}):
-        statuses[notification_id].append(DeliveryStatus(status))
-    params = []
-    for notification_id, change in changes.items():
-        row = notes.get(notification_id)
-        if row is None:
-            continue
-        new_status = roll_up_status(statuses[notification_id])
-        status = row.status if row.status in USER_STATUSES else new_status
-        reached = new_status in (NotificationStatus.SENT, NotificationStatus.DELIVERED)
-        responses = row.provider_response
-        if change.responses:
-            responses = {**(row.provider_response or {}), **change.responses}
-        params.append(
-            {
-                "b_notification_id": notification_id,
-                "b_status": status,
-                "b_sent_at": row.sent_at or (now if reached else None),
-                "b_delivered_at": row.delivered_at
-                or (now if new_status is NotificationStatus.DELIVERED else None),
-                "b_provider_response": responses,
-                "b_error_message": _error_message(row.error_message, change),
-                "b_delivery_attempts": (row.delivery_attempts or 0) + change.attempts_added,
-                "b_updated_at": now,
-            }
-        )
-    if params:
-        conn.execute(_WRITE_NOTIFICATION, params)
-
-
-def _error_message(current: str | None, change: NotificationChange) -> str | None:
-    """The last error, prefixed with its channel; cleared when that channel
-    has since succeeded (a retried SMS that went through is no error)."""
-    if change.error is not None:
-        return change.error
-    if current is not None and any(current.startswith(f"{c}: ") for c in change.recovered):
-        return None
-    return current
-
-
-def roll_up_status(statuses: Sequence[DeliveryStatus]) -> NotificationStatus:
-    """The notification status for the given delivery statuses (see :func:`roll_up`)."""
-    if not statuses:
-        return NotificationStatus.PENDING
-    if DeliveryStatus.DELIVERED in statuses:
-        return NotificationStatus.DELIVERED
-    if DeliveryStatus.SENT in statuses:
-        return NotificationStatus.SENT
-    if any(st in IN_FLIGHT for st in statuses):
-        return NotificationStatus.PENDING
-    if DeliveryStatus.FAILED in statuses:
-        return NotificationStatus.FAILED
-    return NotificationStatus.CANCELLED
+    roll_up(conn, changes, now=now, notes=notes)
 
 
 def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
@@ -495,3 +369,53 @@ def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return str(getattr(value, "value", value))
+
+
+# --- the store the workers use -------------------------------------------------------
+
+
+class WriteBackStore:
+    """The workers' database side (a :class:`~workers.delivery.DeliveryStore`):
+    each call runs in a transaction of its own and commits before returning."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None:
+        """The redelivery guard: queued -> sending in one conditional UPDATE.
+
+        Returns None when the delivery is not queued (already sent, being sent
+        by another worker, failed, cancelled) or does not exist: the caller
+        drops the message. A notification that expired or was cancelled while
+        the delivery waited is cancelled here instead of being sent.
+        """
+        return self.start_sending_many([delivery_id], lease_seconds=lease_seconds)[delivery_id]
+
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]:
+        """:meth:`start_sending` for many deliveries in one transaction."""
+        with self.engine.begin() as conn:
+            return take_for_sending(conn, delivery_ids, lease_seconds=lease_seconds)
+
+    def write_back(self, item: WriteBack) -> None:
+        """Write one delivery's outcome (see :class:`WriteBack`)."""
+        self.write_back_many([item])
+
+    def write_back_many(self, items: Sequence[WriteBack]) -> None:
+        """Write many deliveries' outcomes in one transaction."""
+        with self.engine.begin() as conn:
+            write_back(conn, items)
+
+    def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
+        """Stop using addresses the provider rejected for good (a dead token, a gone endpoint)."""
+        ids = list(address_ids)
+        if not ids:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(_U)
+                .where(_U.c.address_id.in_(ids))
+                .values(is_active=False, disabled_at=now, disabled_reason=reason, updated_at=now)
+            )

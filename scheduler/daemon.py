@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
 from clarion.core.clock import utcnow
-from models.repository import Repository
+from models.claims import Claims
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")
@@ -52,7 +52,7 @@ class SchedulerStats:
 class Scheduler:
     def __init__(
         self,
-        repository: Repository,
+        claims: Claims,
         broker: dramatiq.Broker,
         actors: dict[str, dramatiq.Actor[[str], None]],
         *,
@@ -61,7 +61,7 @@ class Scheduler:
         poll_interval: float = 2.0,
         listen_url: str | None = None,
     ) -> None:
-        self.repository = repository
+        self.claims = claims
         self.broker = broker
         self.actors = actors
         self.batch_size = batch_size
@@ -103,14 +103,14 @@ class Scheduler:
 
     def run_once(self, *, sweep: bool = True) -> int:
         """One pass of every duty; returns the number of deliveries enqueued."""
-        cancelled = self.repository.cancel_expired()
+        cancelled = self.claims.cancel_expired()
         if cancelled:
             self.stats.cancelled += cancelled
             log.info("cancelled %d expired notifications", cancelled)
         total = 0
         while not self._stop.is_set():
             self._pending = []
-            claims = self.repository.claim_due(
+            claims = self.claims.claim_due(
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
                 queue_for=queue_for,
@@ -127,7 +127,7 @@ class Scheduler:
                 break
         if sweep:
             self._pending = []
-            reclaimed = self.repository.reclaim_expired_leases(
+            reclaimed = self.claims.reclaim_expired_leases(
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
                 make_message=self._make_message,
@@ -186,7 +186,7 @@ class Scheduler:
 
     def _sleep_budget(self) -> float:
         budget = self.poll_interval
-        next_due = self.repository.next_due_at()
+        next_due = self.claims.next_due_at()
         if next_due is not None:
             budget = min(budget, max(0.0, (next_due - utcnow()).total_seconds()))
         return budget

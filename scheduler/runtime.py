@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings
-from models.repository import Repository
+from models.claims import Claims
 from scheduler.daemon import Scheduler
 
 
@@ -25,7 +25,7 @@ def build_scheduler(
             sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
     return Scheduler(
-        Repository(session_factory(engine)),
+        Claims(session_factory(engine)),
         broker,
         actors,
         batch_size=settings.batch_size,

@@ -8,7 +8,7 @@ what the threads of one worker process ask for, runs all pending guards in
 one transaction and all pending write-backs in another (a fixed number of
 statements per batch), and hands each thread its own result.
 
-Semantics are those of the repository, call by call: a thread's call returns
+Semantics are those of the write-back store, call by call: a thread's call returns
 only after the transaction holding its work committed, so a Dramatiq message
 is never acknowledged before its outcome is durable. If a batch fails for a
 reason other than a lost connection, each item of it is retried alone, so one
@@ -17,6 +17,7 @@ bad row cannot fail the others.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -24,15 +25,31 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from clarion.core.db import is_transient_error
-from models.repository import Repository, SendJob, WriteBack
+from models.writeback import SendJob, WriteBack
 
 log = logging.getLogger("clarion.batching")
 
 #: Most items in one transaction: bounds statement size and lock hold time.
 MAX_BATCH = 128
+
+#: How many recent batch sizes a committer remembers: a worker runs for weeks,
+#: so the record must not grow with the batches run.
+RECENT_BATCHES = 1024
+
+
+class BatchStore(Protocol):
+    """What the committer runs its batches on: a :class:`~models.writeback.WriteBackStore`."""
+
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]: ...
+
+    def write_back_many(self, items: Sequence[WriteBack]) -> None: ...
+
+    def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,15 +71,16 @@ _STOP = object()
 class GroupCommitter:
     """A :class:`~workers.delivery.DeliveryStore` that batches across threads."""
 
-    def __init__(self, repository: Repository, *, max_batch: int = MAX_BATCH) -> None:
-        self.repository = repository
+    def __init__(self, store: BatchStore, *, max_batch: int = MAX_BATCH) -> None:
+        self.store = store
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clarion-group-commit", daemon=True)
         self._started = False
         self._lock = threading.Lock()
-        #: Sizes of the batches run so far, for tests and benchmarks.
-        self.batches: list[int] = []
+        #: Sizes of the most recent batches (at most RECENT_BATCHES), for tests
+        #: and benchmarks.
+        self.batches: collections.deque[int] = collections.deque(maxlen=RECENT_BATCHES)
 
     # --- the DeliveryStore interface ---------------------------------------------------
 
@@ -78,7 +96,7 @@ class GroupCommitter:
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
         # Rare (a dead token, a gone endpoint): not worth a batch.
-        self.repository.disable_addresses(address_ids, reason)
+        self.store.disable_addresses(address_ids, reason)
 
     def close(self) -> None:
         if self._started:
@@ -127,7 +145,7 @@ class GroupCommitter:
         if writes:
             self._flush(
                 writes,
-                lambda items: self.repository.write_back_many([w.item for w in items]),
+                lambda items: self.store.write_back_many([w.item for w in items]),
                 lambda w, _result: w.future.set_result(None),
             )
         if takes:
@@ -149,7 +167,7 @@ class GroupCommitter:
                     first[take.delivery_id] = take
 
             def take_many(items: Sequence[_Take], lease: float = lease) -> Any:
-                return self.repository.start_sending_many(
+                return self.store.start_sending_many(
                     [t.delivery_id for t in items], lease_seconds=lease
                 )
 

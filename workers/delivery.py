@@ -36,7 +36,7 @@ from channels.registry import Providers
 from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
-from models.repository import AttemptRecord, SendJob, WriteBack
+from models.writeback import AttemptRecord, SendJob, WriteBack
 from workers.retry_policy import Action, RetryPolicy, decide
 
 log = logging.getLogger("clarion.delivery")
@@ -65,7 +65,7 @@ class Outcome:
 
 
 class DeliveryStore(Protocol):
-    """The database side of delivering: a :class:`~models.repository.Repository`,
+    """The database side of delivering: a :class:`~models.writeback.WriteBackStore`,
     or a :class:`~workers.batching.GroupCommitter` coalescing many threads' work."""
 
     def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None: ...

@@ -1,4 +1,4 @@
-"""Wiring: settings -> engine -> repository -> providers -> deliverer, once per process.
+"""Wiring: settings -> engine -> write-back store -> providers -> deliverer, once per process.
 
 Worker processes are forked by Dramatiq after the module is imported, so the
 engine and the provider clients are built on first use, in the child.
@@ -10,9 +10,9 @@ import os
 import threading
 
 from channels.registry import Providers
-from clarion.core.db import make_engine, session_factory
+from clarion.core.db import make_engine
 from clarion.core.settings import Settings, get_settings
-from models.repository import Repository
+from models.writeback import WriteBackStore
 from workers.batching import GroupCommitter
 from workers.delivery import Deliverer
 from workers.retry_policy import RetryPolicy
@@ -35,7 +35,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
     # deliverer retries a write on a dropped connection anyway.
     engine = make_engine(settings.effective_database_url, pool_pre_ping=False)
     return Deliverer(
-        GroupCommitter(Repository(session_factory(engine))),
+        GroupCommitter(WriteBackStore(engine)),
         providers or Providers(settings),
         policy=policy_from(settings),
         lease_seconds=settings.lease_seconds,

@@ -3,11 +3,11 @@
 A dead letter is matched to its ``notification_deliveries`` row by the delivery
 id it carries (every delivery actor takes exactly that argument); the row, not
 the broker, says what happened last (the broker's payload is one attempt
-behind). Writes go through :class:`~models.repository.Repository`.
+behind). Writes go through :class:`~models.deadletters.DeadLetterRows`.
 
 Requeue, per dead letter, in this order:
 
-1. database (one transaction, :meth:`Repository.requeue_dead_letter`): the
+1. database (one transaction, :meth:`DeadLetterRows.requeue_dead_letter`): the
    delivery goes from failed back to queued with attempts reset, and records
    the message id of the copy about to be enqueued; that id is derived from
    the dead letter's (:func:`~clarion.operators.deadletters.requeue_message_id`);
@@ -47,9 +47,9 @@ from clarion.operators.deadletters import (
     DeadLetters,
     requeue_copy,
 )
+from models.deadletters import DeadLetterRows, PurgeStep, RequeueStep
 from models.enums import Channel
 from models.notifications import Delivery, DeliveryAttempt, Notification
-from models.repository import PurgeStep, Repository, RequeueStep
 from workers.queues import all_queues, channel_of
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -225,7 +225,7 @@ class DeadLetterOps:
     ) -> None:
         self.dead_letters = dead_letters
         self.sessions = sessions
-        self.repository = Repository(sessions)
+        self.rows = DeadLetterRows(sessions)
         self.lease_seconds = lease_seconds
 
     # --- reading -------------------------------------------------------------------
@@ -345,7 +345,7 @@ class DeadLetterOps:
             return ItemResult(entry, Outcome.WOULD_REQUEUE)
         copy = requeue_copy(letter)
         try:
-            step = self.repository.requeue_dead_letter(
+            step = self.rows.requeue_dead_letter(
                 delivery_id,
                 message_id=copy.message_id,
                 queue_name=letter.queue,
@@ -380,7 +380,7 @@ class DeadLetterOps:
         letter = entry.letter
         try:
             step = (
-                self.repository.purge_dead_letter(letter.delivery_id)
+                self.rows.purge_dead_letter(letter.delivery_id)
                 if letter.delivery_id is not None
                 else PurgeStep.MISSING
             )

@@ -11,11 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
-from models.enums import DeliveryStatus, NotificationStatus
+from models.enums import IN_FLIGHT, NotificationStatus
 from models.notifications import Delivery, Notification
-
-#: A claim in these states holds a lease.
-IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,19 +3,28 @@
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-30
+
+Self-contained, so that replaying it later builds what it built on the day it
+was written: the seed templates and the platform's foreign keys are literal
+data here, not read from live code. Whether to create those foreign keys is
+decided by the migrations' entry point (``migrations/env.py``, from
+``CLARION_PLATFORM_FOREIGN_KEYS``) and handed in through
+``config.attributes["platform_foreign_keys"]``. The one import of Clarion's is
+the error type :class:`~migrations.platform.PlatformTablesMissing`, a name
+that stays.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from clarion.core.settings import get_settings
-from clarion.seed import seed_templates
-from migrations.platform import create_platform_foreign_keys, drop_platform_foreign_keys
+from migrations.platform import PlatformTablesMissing
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -53,6 +62,85 @@ CREATE TRIGGER clarion_notifications_inserted
 AFTER INSERT ON notifications
 FOR EACH STATEMENT EXECUTE FUNCTION clarion_notify_new_notification()
 """
+
+#: The spec's foreign keys to the auction platform's tables, as of this revision:
+#: (table, column, platform table, platform column).
+PLATFORM_FOREIGN_KEYS = (
+    ("notifications", "user_id", "users", "user_id"),
+    ("notifications", "auction_id", "auctions", "auction_id"),
+    ("notifications", "bid_id", "bids", "bid_id"),
+    ("notifications", "item_id", "auction_items", "item_id"),
+    ("websocket_connections", "user_id", "users", "user_id"),
+    ("real_time_events", "auction_id", "auctions", "auction_id"),
+    ("real_time_events", "user_id", "users", "user_id"),
+    ("real_time_events", "bid_id", "bids", "bid_id"),
+    ("real_time_events", "item_id", "auction_items", "item_id"),
+)
+
+#: The spec's auction notification templates, as of this revision:
+#: (auction_type, event, category, title, message, priority, channels, body_format).
+SEED_TEMPLATES: tuple[tuple[str, str, str, str, str, str, tuple[str, ...], str], ...] = (
+    (
+        "english",
+        "new_bid",
+        "bid",
+        "New bid on {auction_title}",
+        "{bidder} bid {amount} on {item_title}",
+        "normal",
+        ("in_app", "push"),
+        "text",
+    ),
+    (
+        "english",
+        "outbid",
+        "bid",
+        "You've been outbid",
+        "Someone bid higher than your {amount} bid",
+        "high",
+        ("in_app", "push", "email"),
+        "text",
+    ),
+    (
+        "penny",
+        "bid_placed",
+        "bid",
+        "Bid placed successfully",
+        "Your bid extended {auction_title} by {extension_seconds}s",
+        "normal",
+        ("in_app",),
+        "text",
+    ),
+    (
+        "penny",
+        "auction_ending",
+        "auction",
+        "Auction ending soon!",
+        "{auction_title} ends in {time_remaining}",
+        "urgent",
+        ("in_app", "push"),
+        "text",
+    ),
+    (
+        "system",
+        "auction_started",
+        "auction",
+        "Auction started",
+        "{auction_title} is now live",
+        "normal",
+        ("in_app", "email"),
+        "text",
+    ),
+    (
+        "system",
+        "auction_ended",
+        "auction",
+        "Auction completed",
+        "{auction_title} ended. Winner: {winner}",
+        "normal",
+        ("in_app", "email"),
+        "text",
+    ),
+)
 
 
 def upgrade() -> None:
@@ -707,15 +795,15 @@ def upgrade() -> None:
         op.execute(f"ALTER SEQUENCE {EVENT_SEQUENCE} OWNED BY real_time_events.sequence_number")
         op.execute(NOTIFY_FUNCTION)
         op.execute(NOTIFY_TRIGGER)
-        if get_settings().platform_foreign_keys:
-            create_platform_foreign_keys()
-    seed_templates(op.get_bind())
+        if context.config.attributes["platform_foreign_keys"]:
+            _create_platform_foreign_keys()
+    _seed_templates()
 
 
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
-        drop_platform_foreign_keys()
+        _drop_platform_foreign_keys()
         op.execute("DROP TRIGGER IF EXISTS clarion_notifications_inserted ON notifications")
         op.execute("DROP FUNCTION IF EXISTS clarion_notify_new_notification()")
     op.drop_index("ix_delivery_attempts_notification", table_name="delivery_attempts")
@@ -771,3 +859,90 @@ def downgrade() -> None:
         op.execute(f"DROP SEQUENCE IF EXISTS {EVENT_SEQUENCE}")
         for name in ENUM_TYPES:
             op.execute(f"DROP TYPE IF EXISTS {name}")
+
+
+def _fk_name(table: str, column: str, referred: str) -> str:
+    return f"fk_{table}_{column}_{referred}"
+
+
+def _create_platform_foreign_keys() -> None:
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    missing = sorted({ref for _, _, ref, _ in PLATFORM_FOREIGN_KEYS} - existing)
+    if missing:
+        raise PlatformTablesMissing(
+            "CLARION_PLATFORM_FOREIGN_KEYS is true but the platform's tables "
+            f"{', '.join(missing)} do not exist in this database; create them first or "
+            "set CLARION_PLATFORM_FOREIGN_KEYS=false (standalone)"
+        )
+    for table, column, referred, referred_column in PLATFORM_FOREIGN_KEYS:
+        # NOT VALID would skip checking old rows; a new install has none, so validate.
+        op.create_foreign_key(
+            _fk_name(table, column, referred), table, referred, [column], [referred_column]
+        )
+
+
+def _drop_platform_foreign_keys() -> None:
+    inspector = sa.inspect(op.get_bind())
+    for table, column, referred, _ in PLATFORM_FOREIGN_KEYS:
+        name = _fk_name(table, column, referred)
+        if any(fk["name"] == name for fk in inspector.get_foreign_keys(table)):
+            op.drop_constraint(name, table, type_="foreignkey")
+
+
+def _seed_templates() -> None:
+    """Insert :data:`SEED_TEMPLATES` into the table this revision just created."""
+    bind = op.get_bind()
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "template_id": uuid.uuid4(),
+            "auction_type": auction_type,
+            "event": event,
+            "category": category,
+            "title": title,
+            "message": message,
+            "priority": priority,
+            "channels": list(channels),
+            "body_format": body_format,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (
+            auction_type,
+            event,
+            category,
+            title,
+            message,
+            priority,
+            channels,
+            body_format,
+        ) in SEED_TEMPLATES
+    ]
+    if bind.dialect.name == "postgresql":
+        # The enum columns need a cast from the plain strings used here.
+        stmt = sa.text(
+            "INSERT INTO notification_templates (template_id, auction_type, event,"
+            " category, title, message, priority, channels, body_format, created_at,"
+            " updated_at) VALUES (:template_id, :auction_type, :event,"
+            " CAST(:category AS notification_category), :title, :message,"
+            " CAST(:priority AS notification_priority), CAST(:channels AS jsonb),"
+            " :body_format, :created_at, :updated_at)"
+            " ON CONFLICT (auction_type, event) DO NOTHING"
+        ).bindparams(sa.bindparam("channels", type_=sa.JSON))
+        bind.execute(stmt, rows)
+    else:
+        table = sa.table(
+            "notification_templates",
+            sa.column("template_id", sa.Uuid),
+            sa.column("auction_type", sa.String),
+            sa.column("event", sa.String),
+            sa.column("category", sa.String),
+            sa.column("title", sa.String),
+            sa.column("message", sa.Text),
+            sa.column("priority", sa.String),
+            sa.column("channels", sa.JSON),
+            sa.column("body_format", sa.String),
+            sa.column("created_at", sa.DateTime(timezone=True)),
+            sa.column("updated_at", sa.DateTime(timezone=True)),
+        )
+        bind.execute(table.insert(), rows)

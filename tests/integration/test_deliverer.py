@@ -13,8 +13,9 @@ from channels.base import OutgoingMessage, Provider, Receipt
 from channels.registry import Providers
 from clarion.core.db import session_factory
 from clarion.core.settings import Settings
+from models.claims import Claims
 from models.enums import Channel
-from models.repository import Repository
+from models.writeback import WriteBackStore
 from workers.delivery import Deliverer, Result
 from workers.retry_policy import RetryPolicy
 
@@ -36,7 +37,7 @@ class Broken(Provider):
 
 
 def deliveries(engine: Engine, count: int, channels: str) -> list[uuid.UUID]:
-    repo = Repository(session_factory(engine))
+    claims = Claims(session_factory(engine))
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -46,18 +47,18 @@ def deliveries(engine: Engine, count: int, channels: str) -> list[uuid.UUID]:
             ),
             {"u": uuid.uuid4(), "n": count, "c": channels},
         )
-    claims = repo.claim_due(
+    claimed = claims.claim_due(
         batch_size=100,
         lease_seconds=600,
         queue_for=lambda c, p: Channel(c).value,
         make_message=lambda d, q: uuid.uuid4().hex,
     )
-    return [c.delivery_id for c in claims]
+    return [c.delivery_id for c in claimed]
 
 
 def deliverer(engine: Engine, providers: Providers) -> Deliverer:
     return Deliverer(
-        Repository(session_factory(engine)),
+        WriteBackStore(engine),
         providers,
         policy=RetryPolicy(min_backoff=0.01, max_backoff=0.02),
         lease_seconds=60,

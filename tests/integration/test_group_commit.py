@@ -14,15 +14,16 @@ from sqlalchemy.engine import Engine
 
 from clarion.core.clock import utcnow
 from clarion.core.db import session_factory
+from models.claims import Claims
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
-from models.repository import AttemptRecord, Repository, WriteBack
+from models.writeback import AttemptRecord, WriteBack, WriteBackStore
 from workers.batching import GroupCommitter
 
 pytestmark = pytest.mark.postgres
 
 
 def make_deliveries(engine: Engine, count: int) -> list[uuid.UUID]:
-    repo = Repository(session_factory(engine))
+    repo = Claims(session_factory(engine))
     user = uuid.uuid4()
     with engine.begin() as conn:
         conn.execute(
@@ -56,7 +57,7 @@ def accepted() -> AttemptRecord:
 
 def test_threads_share_batches_and_each_delivery_is_taken_once(clean_db: Engine) -> None:
     ids = make_deliveries(clean_db, 200)
-    committer = GroupCommitter(Repository(session_factory(clean_db)))
+    committer = GroupCommitter(WriteBackStore(clean_db))
     # Every id asked for twice, as a duplicated message would be.
     requests = ids + ids
     start = threading.Barrier(16)
@@ -98,7 +99,7 @@ def test_threads_share_batches_and_each_delivery_is_taken_once(clean_db: Engine)
 
 def test_a_bad_item_fails_alone(clean_db: Engine) -> None:
     ids = make_deliveries(clean_db, 3)
-    repo = Repository(session_factory(clean_db))
+    repo = WriteBackStore(clean_db)
     taken = repo.start_sending_many(ids, lease_seconds=60)
     good = [job for job in taken.values() if job is not None]
     assert len(good) == 3
@@ -139,7 +140,7 @@ def test_expired_notification_is_cancelled_not_handed_out(clean_db: Engine) -> N
             sa.text("UPDATE notifications SET expires_at = :t"),
             {"t": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)},
         )
-    repo = Repository(session_factory(clean_db))
+    repo = WriteBackStore(clean_db)
     assert repo.start_sending(ids[0], lease_seconds=60) is None
     with clean_db.connect() as conn:
         row = conn.execute(

@@ -17,7 +17,7 @@ from operators_support import BROKERS, Ops, Stack, wait_until
 from channels.sandboxes.http import Fault
 from clarion.operators.deadletters import open_dead_letters, requeue_copy
 from clarion.operators.dlq import DeadLetterOps, Filters
-from models.repository import Repository, RequeueStep
+from models.deadletters import DeadLetterRows, RequeueStep
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -131,7 +131,7 @@ def test_dead_letters_list_show_requeue_purge(ops: Ops, stack: Stack) -> None:
     with open_dead_letters(BROKERS[ops.broker]) as store:
         letters = DeadLetterOps(store, ops.sessions).select(Filters(queue="email"))
         [letter] = [e.letter for e in letters if e.delivery and e.delivery.notification_id == half]
-        step = Repository(ops.sessions).requeue_dead_letter(
+        step = DeadLetterRows(ops.sessions).requeue_dead_letter(
             letter.delivery_id,  # type: ignore[arg-type]
             message_id=requeue_copy(letter).message_id,
             queue_name=letter.queue,

@@ -14,8 +14,6 @@ from channels.base import (
     RetryableError,
     ThrottledError,
 )
-from models.enums import DeliveryStatus, NotificationStatus
-from models.repository import roll_up_status
 from workers.retry_policy import Action, RetryPolicy, backoff, decide
 
 POLICY = RetryPolicy(min_backoff=5.0, max_backoff=60.0, max_retry_after=120.0, max_throttles=3)
@@ -77,19 +75,3 @@ def test_permanent_and_bad_address_fail_at_once(error: PermanentError) -> None:
 def test_backoff_stays_within_bounds(attempts: int, seed: int) -> None:
     delay = backoff(attempts, POLICY, random.Random(seed))
     assert POLICY.min_backoff / 2 <= delay <= POLICY.max_backoff
-
-
-@pytest.mark.parametrize(
-    ("statuses", "expected"),
-    [
-        ([], NotificationStatus.PENDING),
-        ([DeliveryStatus.QUEUED], NotificationStatus.PENDING),
-        ([DeliveryStatus.DELIVERED, DeliveryStatus.FAILED], NotificationStatus.DELIVERED),
-        ([DeliveryStatus.SENT, DeliveryStatus.SENDING], NotificationStatus.SENT),
-        ([DeliveryStatus.FAILED, DeliveryStatus.SENDING], NotificationStatus.PENDING),
-        ([DeliveryStatus.FAILED, DeliveryStatus.CANCELLED], NotificationStatus.FAILED),
-        ([DeliveryStatus.CANCELLED, DeliveryStatus.CANCELLED], NotificationStatus.CANCELLED),
-    ],
-)
-def test_roll_up_rule(statuses: list[DeliveryStatus], expected: NotificationStatus) -> None:
-    assert roll_up_status(statuses) is expected

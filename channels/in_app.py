@@ -1,7 +1,8 @@
 """In-app delivery: the notification row is the inbox; delivery publishes it live.
 
 The notification is published on the user's real-time channel in Redis
-(``clarion:user:<user_id>``), where the WebSocket gateways pick it up. A
+(``clarion:user:<user_id>``, :func:`realtime.wire.user_channel`), where the
+WebSocket gateways pick it up. A
 successful publish marks the delivery delivered: the inbox row is readable
 whether or not a client is connected right now.
 """
@@ -16,10 +17,7 @@ import redis
 
 from channels.base import OutgoingMessage, Provider, Receipt, RetryableError
 from models.enums import Channel
-
-
-def user_channel(user_id: object) -> str:
-    return f"clarion:user:{user_id}"
+from realtime.wire import notification_message, user_channel
 
 
 class Publisher(Protocol):
@@ -61,16 +59,13 @@ class InAppProvider(Provider):
         self.publisher = publisher
 
     def send(self, message: OutgoingMessage) -> Receipt:
-        payload = json.dumps(
-            {
-                "type": "notification",
-                "notification_id": str(message.notification_id),
-                "title": message.title,
-                "message": message.body,
-                "action_url": message.action_url,
-                "action_label": message.action_label,
-                "data": dict(message.data),
-            }
+        payload = notification_message(
+            notification_id=message.notification_id,
+            title=message.title,
+            message=message.body,
+            action_url=message.action_url,
+            action_label=message.action_label,
+            data=message.data,
         )
         channel = user_channel(message.to)
         try:

@@ -24,14 +24,14 @@ if TYPE_CHECKING:
         TemplateError,
         ValidationError,
     )
-    from clarion.events import publish_event
+    from realtime.outbox import publish_event
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _EXPORTS = {
     "notify": "clarion.api",
-    "publish_event": "clarion.events",
+    "publish_event": "realtime.outbox",
     "ClarionError": "clarion.core.errors",
     "MissingVariableError": "clarion.core.errors",
     "NotFoundError": "clarion.core.errors",

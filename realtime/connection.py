@@ -14,6 +14,9 @@ times out either. :attr:`Connection.send_started` (the monotonic time the
 frame in flight was handed to the socket) lets the gateway's watchdog cut
 such a client off after ``CLARION_GATEWAY_SEND_TIMEOUT``.
 
+A connection reports to the gateway through :class:`Hub`, three callbacks,
+so that it does not depend on the gateway that holds it.
+
 Counters (``bytes_*`` are the payload bytes of data frames, UTF-8; control
 frames are not counted) live here and are written by the gateway's periodic
 flush, never per message.
@@ -22,19 +25,19 @@ flush, never per message.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 
 from realtime.visibility import EventView, Viewer
 
-if TYPE_CHECKING:
-    from realtime.gateway import Gateway
-
 SLOW_CONSUMER = "slow consumer"
+#: Seconds a closing handshake may take before the TCP connection is dropped.
+CLOSE_TIMEOUT = 2.0
 
 
 class Socket(ServerConnection):
@@ -46,6 +49,47 @@ class Socket(ServerConnection):
     def acknowledge_pings(self, data: bytes) -> None:
         super().acknowledge_pings(data)
         self.last_pong = time.time()
+
+    def heartbeat(self) -> dt.datetime | None:
+        """When the last pong arrived (the row's ``last_heartbeat``), if one did."""
+        if not self.last_pong:
+            return None
+        return dt.datetime.fromtimestamp(self.last_pong, dt.UTC)
+
+    def end_reason(self) -> str:
+        """Why the connection ended, as the row's ``disconnect_reason`` says it."""
+        proto = self.protocol
+        sent, rcvd = proto.close_sent, proto.close_rcvd
+        if sent is not None and sent.code == 1011 and "keepalive" in sent.reason:
+            return "missed heartbeats (keepalive ping timeout)"
+        if rcvd is not None:
+            return f"client closed ({rcvd.code}{' ' + rcvd.reason if rcvd.reason else ''})"
+        if sent is not None:
+            return f"closed by gateway ({sent.code} {sent.reason})".strip()
+        return "connection lost (1006)"
+
+    async def close_within(self, code: int, reason: str) -> None:
+        """Close from the server side, dropping the TCP connection if the client does not
+        take the close frame in time (a client that stopped reading never will: websockets'
+        ``close`` would wait for its buffers forever)."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.close(code, reason)
+        except TimeoutError:
+            self.transport.abort()
+
+
+class Hub(Protocol):
+    """What a connection needs of the gateway that holds it."""
+
+    def cut_off(self, conn: Connection, code: int, reason: str) -> None:
+        """Close ``conn`` from the server side (slow consumer, expired token...)."""
+
+    def event_sent(self, conn: Connection, event: EventView, attempt: int) -> None:
+        """An event frame went out to ``conn`` (``attempt`` 1 is the first send)."""
+
+    def notification_sent(self, conn: Connection, notification_id: str) -> None:
+        """An in-app notification frame went out to ``conn``."""
 
 
 #: (frame, payload bytes, event or None, attempt, notification id or None)
@@ -61,7 +105,7 @@ class Connection:
         "connection_id",
         "error_count",
         "flushed",
-        "gateway",
+        "hub",
         "last_error",
         "msgs_in",
         "msgs_out",
@@ -81,7 +125,7 @@ class Connection:
 
     def __init__(
         self,
-        gateway: Gateway,
+        hub: Hub,
         socket: Socket,
         viewer: Viewer,
         *,
@@ -89,7 +133,7 @@ class Connection:
         token_expires_at: float | None,
         queue_size: int,
     ) -> None:
-        self.gateway = gateway
+        self.hub = hub
         self.socket = socket
         self.viewer = viewer
         self.connection_id = uuid.uuid4()
@@ -133,7 +177,7 @@ class Connection:
         try:
             self.queue.put_nowait((frame, size, event, attempt, notification_id))
         except asyncio.QueueFull:
-            self.gateway.cut_off(self, 1008, SLOW_CONSUMER)
+            self.hub.cut_off(self, 1008, SLOW_CONSUMER)
 
     def deliver(self, event: EventView, nbytes: int) -> None:
         """A live event for this client (already checked for visibility)."""
@@ -147,7 +191,7 @@ class Connection:
 
     async def write_loop(self) -> None:
         """Send queued frames in order, one at a time (awaiting TCP backpressure)."""
-        socket, queue, gateway = self.socket, self.queue, self.gateway
+        socket, queue, hub = self.socket, self.queue, self.hub
         while True:
             frame, size, event, attempt, notification_id = await queue.get()
             if event is not None and attempt > 1:
@@ -160,9 +204,9 @@ class Connection:
             self.bytes_out += size
             self.msgs_out += 1
             if event is not None:
-                gateway.event_sent(self, event, attempt)
+                hub.event_sent(self, event, attempt)
             elif notification_id is not None:
-                gateway.notification_sent(self, notification_id)
+                hub.notification_sent(self, notification_id)
 
     def stalled(self, now: float, timeout: float) -> bool:
         """True if the frame in flight has waited ``timeout`` seconds for the socket."""

@@ -31,9 +31,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from clarion.core.clock import utcnow
-from clarion.events import event_payload
 from models.enums import ConnectionStatus
 from models.realtime import RealTimeEvent, WebSocketConnection
+from realtime.outbox import event_payload
 from realtime.visibility import EventView, Viewer, can_see, subscription_keys
 
 #: Most events one resume replays; beyond it the client is told of a gap.

@@ -1,4 +1,4 @@
-"""Real-time events: ``publish_event()`` writes a ``real_time_events`` row, then publishes it.
+"""The event outbox: ``publish_event()`` writes a ``real_time_events`` row, then publishes it.
 
 The row is the outbox. With the caller's ``session`` the row joins the
 caller's transaction and goes to Redis only after that transaction commits
@@ -9,7 +9,10 @@ relay of any gateway (:func:`relay_unpublished`). A gateway drops an event
 it has already seen, so the rare double publish of the relay is harmless.
 
 Every gateway subscribes to the Redis channel ``CLARION_EVENTS_CHANNEL``
-(default ``clarion:events``); the message is :func:`event_payload` as JSON.
+(default ``clarion:events``); the message is :func:`event_payload` as JSON
+(:mod:`realtime.wire`). Only :func:`publish_event`, the entry point of
+application code, reads the process-wide settings; the rest takes the
+session or engine and an :class:`Outlet` (Redis client and channel).
 
 ``sequence_number`` comes from the PostgreSQL sequence
 ``real_time_events_sequence_number_seq``; on SQLite (the embedded default,
@@ -19,9 +22,9 @@ transaction, which SQLite's single writer serialises.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
-import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,6 +42,7 @@ from clarion.core.parse import as_enum, as_optional_uuid, as_uuid
 from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
 from models.realtime import EVENT_SEQUENCE, RealTimeEvent
+from realtime.wire import encode_event
 
 log = logging.getLogger("clarion.events")
 
@@ -46,6 +50,42 @@ UUIDLike = uuid.UUID | str
 
 _PENDING_KEY = "clarion_pending_events"
 _HOOKED_KEY = "clarion_events_hooked"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventSpec:
+    """The arguments of :func:`publish_event`, as given (checked by :func:`record_event`)."""
+
+    event_type: str
+    event_data: Mapping[str, Any]
+    category: EventCategory | str | None = None
+    event_category: EventCategory | str | None = None
+    visibility: Visibility | str = Visibility.PUBLIC
+    priority: EventPriority | str = EventPriority.NORMAL
+    auction_id: UUIDLike | None = None
+    user_id: UUIDLike | None = None
+    bid_id: UUIDLike | None = None
+    item_id: UUIDLike | None = None
+    event_metadata: Any = None
+    target_audience: Sequence[UUIDLike] | None = None
+    broadcast_channels: Sequence[str] | None = None
+    previous_event_id: UUIDLike | None = None
+    correlation_id: str | None = None
+    causal_events: Sequence[UUIDLike] | None = None
+    expected_impacts: Any = None
+    expires_at: dt.datetime | None = None
+    retention_policy: str = "standard"
+    ack_required: bool = False
+    ack_timeout: int = 30
+    tags: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outlet:
+    """Where events are published: a Redis client and the events channel."""
+
+    client: redis.Redis
+    channel: str
 
 
 def publish_event(
@@ -88,58 +128,83 @@ def publish_event(
     published after it commits; without, Clarion commits and publishes it
     at once. Raises :class:`~clarion.core.errors.ValidationError` naming the bad
     argument.
+
+    This is the entry point for application code: it reads the process-wide
+    settings (database, Redis, events channel) and hands them down.
     """
+    spec = EventSpec(
+        event_type=event_type,
+        event_data=event_data,
+        category=category,
+        event_category=event_category,
+        visibility=visibility,
+        priority=priority,
+        auction_id=auction_id,
+        user_id=user_id,
+        bid_id=bid_id,
+        item_id=item_id,
+        event_metadata=event_metadata,
+        target_audience=target_audience,
+        broadcast_channels=broadcast_channels,
+        previous_event_id=previous_event_id,
+        correlation_id=correlation_id,
+        causal_events=causal_events,
+        expected_impacts=expected_impacts,
+        expires_at=expires_at,
+        retention_policy=retention_policy,
+        ack_required=ack_required,
+        ack_timeout=ack_timeout,
+        tags=tags,
+    )
+    settings = get_settings()
+    outlet = Outlet(redis_client(settings.redis_url), settings.events_channel)
     if session is None:
-        with session_factory(get_engine(get_settings().effective_database_url))() as own:
+        with session_factory(get_engine(settings.effective_database_url))() as own:
             with own.begin():
-                row = _insert(own, **_strip(locals()))
+                row = record_event(own, spec, outlet)
             return row
-    return _insert(session, **_strip(locals()))
+    return record_event(session, spec, outlet)
 
 
-def _strip(arguments: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in arguments.items() if k not in ("session", "own", "row")}
-
-
-def _insert(session: Session, **a: Any) -> RealTimeEvent:
-    event_type = a["event_type"]
+def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeEvent:
+    """Check ``spec``, insert its row in ``session`` and publish it to ``outlet`` after commit."""
+    event_type = spec.event_type
     if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
         raise ValidationError("event_type", "must be a non-empty string of at most 100 characters")
-    if not isinstance(a["event_data"], Mapping):
+    if not isinstance(spec.event_data, Mapping):
         raise ValidationError("event_data", "must be a JSON object")
-    visibility = as_enum(Visibility, a["visibility"], "visibility")
-    priority = as_enum(EventPriority, a["priority"], "priority")
-    category_arg = a["category"] if a["category"] is not None else a["event_category"]
-    auction_id = as_optional_uuid(a["auction_id"], "auction_id")
-    user_id = as_optional_uuid(a["user_id"], "user_id")
+    visibility = as_enum(Visibility, spec.visibility, "visibility")
+    priority = as_enum(EventPriority, spec.priority, "priority")
+    category_arg = spec.category if spec.category is not None else spec.event_category
+    auction_id = as_optional_uuid(spec.auction_id, "auction_id")
+    user_id = as_optional_uuid(spec.user_id, "user_id")
     category = (
         as_enum(EventCategory, category_arg, "category")
         if category_arg is not None
         else _default_category(event_type, auction_id)
     )
     audience = None
-    if a["target_audience"] is not None:
-        if isinstance(a["target_audience"], str | bytes) or not isinstance(
-            a["target_audience"], Sequence
-        ):
+    target_audience = spec.target_audience
+    if target_audience is not None:
+        if isinstance(target_audience, str | bytes) or not isinstance(target_audience, Sequence):
             raise ValidationError("target_audience", "must be a list of user ids")
-        audience = [str(as_uuid(u, "target_audience")) for u in a["target_audience"]]
+        audience = [str(as_uuid(u, "target_audience")) for u in target_audience]
     if visibility is Visibility.TARGETED and not audience:
         raise ValidationError("target_audience", "a targeted event needs at least one user id")
     if visibility is Visibility.PRIVATE and user_id is None:
         raise ValidationError("user_id", "a private event needs the user it belongs to")
-    channels = list(a["broadcast_channels"] or [category.value])
+    channels = list(spec.broadcast_channels or [category.value])
     if not all(isinstance(c, str) and c and not c.startswith("auction:") for c in channels):
         raise ValidationError(
             "broadcast_channels", "must be topic names (non-empty, not starting with 'auction:')"
         )
-    ack_timeout = a["ack_timeout"]
+    ack_timeout = spec.ack_timeout
     if not isinstance(ack_timeout, int) or ack_timeout <= 0:
         raise ValidationError("ack_timeout", "must be a positive number of seconds")
-    expires_at = a["expires_at"]
+    expires_at = spec.expires_at
     if expires_at is not None and expires_at.tzinfo is None:
         raise ValidationError("expires_at", "must be timezone-aware")
-    causal = a["causal_events"]
+    causal = spec.causal_events
     now = dt.datetime.now(dt.UTC)
     row = RealTimeEvent(
         event_id=uuid.uuid4(),
@@ -147,10 +212,10 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         event_category=category,
         auction_id=auction_id,
         user_id=user_id,
-        bid_id=as_optional_uuid(a["bid_id"], "bid_id"),
-        item_id=as_optional_uuid(a["item_id"], "item_id"),
-        event_data=dict(a["event_data"]),
-        event_metadata=a["event_metadata"],
+        bid_id=as_optional_uuid(spec.bid_id, "bid_id"),
+        item_id=as_optional_uuid(spec.item_id, "item_id"),
+        event_data=dict(spec.event_data),
+        event_metadata=spec.event_metadata,
         priority=priority,
         visibility=visibility,
         target_audience=audience,
@@ -158,21 +223,21 @@ def _insert(session: Session, **a: Any) -> RealTimeEvent:
         sequence_number=_next_sequence(
             session, ([f"auction:{auction_id}"] if auction_id else []) + channels
         ),
-        previous_event_id=as_optional_uuid(a["previous_event_id"], "previous_event_id"),
-        correlation_id=a["correlation_id"],
+        previous_event_id=as_optional_uuid(spec.previous_event_id, "previous_event_id"),
+        correlation_id=spec.correlation_id,
         causal_events=[str(as_uuid(c, "causal_events")) for c in causal] if causal else None,
-        expected_impacts=a["expected_impacts"],
+        expected_impacts=spec.expected_impacts,
         generated_at=now,
         expires_at=expires_at,
-        retention_policy=a["retention_policy"],
-        ack_required=bool(a["ack_required"]),
+        retention_policy=spec.retention_policy,
+        ack_required=bool(spec.ack_required),
         ack_timeout=ack_timeout,
-        tags=a["tags"],
+        tags=spec.tags,
         created_at=now,
     )
     session.add(row)
     session.flush()
-    _after_commit(session, row)
+    _after_commit(session, row, outlet)
     return row
 
 
@@ -199,8 +264,8 @@ def _next_sequence(session: Session, keys: Sequence[str]) -> int:
     return int(current or 0) + 1
 
 
-def _after_commit(session: Session, row: RealTimeEvent) -> None:
-    session.info.setdefault(_PENDING_KEY, []).append(event_payload(row))
+def _after_commit(session: Session, row: RealTimeEvent, outlet: Outlet) -> None:
+    session.info.setdefault(_PENDING_KEY, []).append((outlet, event_payload(row)))
     if session.info.get(_HOOKED_KEY):
         return
     session.info[_HOOKED_KEY] = True
@@ -213,18 +278,25 @@ def _forget_pending(session: Session) -> None:
 
 
 def _publish_pending(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, None)
+    pending: list[tuple[Outlet, dict[str, Any]]] | None = session.info.pop(_PENDING_KEY, None)
     if not pending:
         return
     engine = session.get_bind()
     assert isinstance(engine, Engine | sa.Connection)
     bind = engine.engine if isinstance(engine, sa.Connection) else engine
+    # Events of one transaction normally share one outlet; group them to keep
+    # one pipeline per outlet, in the order they were recorded.
+    by_outlet: dict[tuple[int, str], tuple[Outlet, list[dict[str, Any]]]] = {}
+    for outlet, payload in pending:
+        key = (id(outlet.client), outlet.channel)
+        by_outlet.setdefault(key, (outlet, []))[1].append(payload)
     # The caller has committed: nothing here may raise. A failed publish
     # leaves published_at NULL and the relay publishes the event later.
     try:
-        published = publish_payloads(pending)
-        if published:
-            mark_published(bind, published)
+        for outlet, payloads in by_outlet.values():
+            published = publish_payloads(outlet, payloads)
+            if published:
+                mark_published(bind, published)
     except Exception:
         log.warning(
             "publishing %d event(s) after commit failed; the relay will",
@@ -233,15 +305,13 @@ def _publish_pending(session: Session) -> None:
         )
 
 
-def publish_payloads(payloads: Sequence[dict[str, Any]]) -> list[str]:
+def publish_payloads(outlet: Outlet, payloads: Sequence[dict[str, Any]]) -> list[str]:
     """Publish payloads to the events channel; return the ids that were published."""
-    settings = get_settings()
-    client = _redis(settings.redis_url)
     done: list[str] = []
     try:
-        pipe = client.pipeline(transaction=False)
+        pipe = outlet.client.pipeline(transaction=False)
         for payload in payloads:
-            pipe.publish(settings.events_channel, json.dumps(payload))
+            pipe.publish(outlet.channel, encode_event(payload))
         pipe.execute()
         done = [p["event_id"] for p in payloads]
     except redis.RedisError as exc:
@@ -263,7 +333,9 @@ def mark_published(engine: Engine, event_ids: Sequence[str]) -> None:
         )
 
 
-def relay_unpublished(engine: Engine, *, older_than: float, window: float, limit: int = 500) -> int:
+def relay_unpublished(
+    engine: Engine, outlet: Outlet, *, older_than: float, window: float, limit: int = 500
+) -> int:
     """Publish events committed but still unpublished after ``older_than`` seconds.
 
     Rows are claimed ``FOR UPDATE SKIP LOCKED`` so that several gateways
@@ -287,7 +359,7 @@ def relay_unpublished(engine: Engine, *, older_than: float, window: float, limit
         ).all()
         if not rows:
             return 0
-        published = publish_payloads([event_payload(r) for r in rows])
+        published = publish_payloads(outlet, [event_payload(r) for r in rows])
         if published:
             s.execute(
                 sa.update(e)
@@ -335,7 +407,8 @@ def event_payload(row: RealTimeEvent) -> dict[str, Any]:
 
 
 @functools.cache
-def _redis(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """The process's shared synchronous Redis client for ``url`` (publishers, the relay)."""
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 

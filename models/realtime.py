@@ -101,7 +101,7 @@ class RealTimeEvent(Base):
     broadcast_channels: Mapped[Any] = mapped_column(JSONType)
     sequence_number: Mapped[int] = mapped_column(
         # On PostgreSQL the migration also sets DEFAULT nextval(...) so that a
-        # plain INSERT gets a number; SQLite has no sequences (see realtime.publish).
+        # plain INSERT gets a number; SQLite has no sequences (see realtime.outbox).
         sa.BigInteger,
         EVENT_SEQUENCE,
     )

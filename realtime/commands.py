@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from models.repository import Repository
+from models.inbox import Inbox
 from realtime import protocol
 from realtime.auth import TokenError, verify_token
 from realtime.connection import Connection
@@ -37,7 +37,7 @@ class Commands:
         history_seconds: float,
         index: SubscriptionIndex,
         store: Store,
-        repository: Repository,
+        inbox: Inbox,
         outbound: Outbound,
         remember: Callable[[str], bool],
         cut_off: Callable[[Connection, int, str], None],
@@ -46,7 +46,7 @@ class Commands:
         self.history_seconds = history_seconds
         self.index = index
         self.store = store
-        self.repository = repository
+        self.inbox = inbox
         self.outbound = outbound
         #: records an event id as seen (so that its live copy is dropped)
         self.remember = remember
@@ -174,7 +174,7 @@ class Commands:
     async def report(self, conn: Connection, command: protocol.Report) -> None:
         kind = "click" if command.clicked else "read"
         owned = conn.viewer.authenticated and await asyncio.to_thread(
-            self.repository.mark_user_action,
+            self.inbox.mark_user_action,
             command.notification_id,
             uuid.UUID(conn.viewer.user_id),
             clicked=command.clicked,

@@ -37,7 +37,7 @@ from clarion.core.db import make_engine, session_factory
 from clarion.core.errors import SettingsError
 from clarion.core.settings import Settings
 from models.enums import ConnectionStatus
-from models.repository import Repository
+from models.inbox import Inbox
 from realtime.admission import Admission
 from realtime.commands import Commands
 from realtime.connection import CLOSE_TIMEOUT, Connection, Socket
@@ -70,7 +70,7 @@ class Gateway:
         )
         self.engine = engine
         self.store = Store(engine)
-        self.repository = Repository(session_factory(engine))
+        self.inbox = Inbox(session_factory(engine))
         self.writer = Writer(self.store)
         self.index = SubscriptionIndex()
         self.outbound = Outbound()
@@ -82,7 +82,7 @@ class Gateway:
             history_seconds=settings.event_history_seconds,
             index=self.index,
             store=self.store,
-            repository=self.repository,
+            inbox=self.inbox,
             outbound=self.outbound,
             remember=self.fanin.remember,
             cut_off=self.cut_off,
@@ -100,7 +100,7 @@ class Gateway:
             engine=engine,
             outlet=Outlet(redis_client(settings.redis_url), settings.events_channel),
             store=self.store,
-            repository=self.repository,
+            inbox=self.inbox,
             writer=self.writer,
             index=self.index,
             outbound=self.outbound,

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.engine import Engine
 
 from clarion.core.settings import Settings
-from models.repository import Repository
+from models.inbox import Inbox
 from realtime import protocol
 from realtime.connection import SLOW_CONSUMER, Connection
 from realtime.index import SubscriptionIndex
@@ -47,7 +47,7 @@ class Jobs:
         engine: Engine,
         outlet: Outlet,
         store: Store,
-        repository: Repository,
+        inbox: Inbox,
         writer: Writer,
         index: SubscriptionIndex,
         outbound: Outbound,
@@ -57,7 +57,7 @@ class Jobs:
         self.engine = engine
         self.outlet = outlet
         self.store = store
-        self.repository = repository
+        self.inbox = inbox
         self.writer = writer
         self.index = index
         self.outbound = outbound
@@ -85,7 +85,7 @@ class Jobs:
         if stats:
             await asyncio.to_thread(self.store.record_event_stats, stats)
         if received:
-            await asyncio.to_thread(self.repository.mark_in_app_received, received)
+            await asyncio.to_thread(self.inbox.mark_in_app_received, received)
 
     async def watch(self) -> None:
         """Cut off expired tokens and stalled clients; redeliver unacked events."""

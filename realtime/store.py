@@ -12,7 +12,7 @@ database. Writes are batched by :class:`realtime.writer.Writer`: one
 * history: :meth:`Store.history` answers a resume.
 
 Notification state (delivered, read, clicked) is written by
-:class:`models.repository.Repository`, not here.
+:class:`models.inbox.Inbox`, not here.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from channels.base import (
     ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import on_5xx_or_408, transient_http_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -420,12 +421,11 @@ def _error_from_response(response: requests.Response) -> ChannelError:
     described = f"fcm: HTTP {status} {fcm_code or google_status or ''}".rstrip()
     kwargs: dict[str, Any] = {"provider": FCMProvider.name, "response": summary}
 
-    if status == 429:
-        return ThrottledError(described, retry_after=retry_after, **kwargs)
-    if status >= 500 or status == 408:
-        if retry_after is not None:  # 503 with Retry-After: the server says when
-            return ThrottledError(described, retry_after=retry_after, **kwargs)
-        return RetryableError(described, **kwargs)
+    transient = transient_http_error(
+        status, described, retry_after=retry_after, retry_after_throttles=on_5xx_or_408, **kwargs
+    )
+    if transient is not None:
+        return transient
     # Disable a token only on FCM's explicit word for it: a bare 404 (a wrong
     # endpoint, a proxy) must not disable every token we send to.
     if fcm_code == "UNREGISTERED":

@@ -37,6 +37,7 @@ from channels.base import (
     parse_retry_after,
     redact_emails,
 )
+from channels.http_status import transient_http_error
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -226,19 +227,22 @@ class SESProvider(Provider):
             response["message"] = text
         summary = f"SES {code or status}: {text}" if text else f"SES {code or status}"
 
-        if code in _THROTTLE_CODES or status == 429 or (status == 503 and retry_after is not None):
-            response["retry_after"] = retry_after
-            return ThrottledError(
-                summary,
-                provider=self.name,
-                retry_after=retry_after,
-                response=response,
-                request_id=request_id,
-            )
-        if status >= 500 or code in _TRANSIENT_CODES:
-            return RetryableError(
-                summary, provider=self.name, response=response, request_id=request_id
-            )
+        transient = transient_http_error(
+            status,
+            summary,
+            provider=self.name,
+            retry_after=retry_after,
+            response=response,
+            request_id=request_id,
+            throttled=code in _THROTTLE_CODES,
+            transient=code in _TRANSIENT_CODES,
+            # SES names a timeout by its code (RequestTimeout), not by a bare 408.
+            retry_408=False,
+        )
+        if transient is not None:
+            if isinstance(transient, ThrottledError):
+                transient.response["retry_after"] = retry_after
+            return transient
         if code in _ADDRESS_CODES and _ADDRESS_PROBLEM.search(text):
             # The recipient is the only address in the request that varies per
             # message; a bad sender is our configuration and would fail every

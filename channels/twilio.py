@@ -42,9 +42,9 @@ from channels.base import (
     Provider,
     Receipt,
     RetryableError,
-    ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import on_5xx, transient_http_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -256,14 +256,16 @@ class TwilioProvider(Provider):
 
         if status is None:
             return PermanentError(f"twilio: {type(exc).__name__}", **kwargs)
-        if status == 429 or code == TOO_MANY_REQUESTS:
-            return ThrottledError(described, retry_after=retry_after, **kwargs)
-        if status >= 500:
-            if retry_after is not None:  # 503 with Retry-After: the server says when
-                return ThrottledError(described, retry_after=retry_after, **kwargs)
-            return RetryableError(described, **kwargs)
-        if status == 408:
-            return RetryableError(described, **kwargs)
+        transient = transient_http_error(
+            status,
+            described,
+            retry_after=retry_after,
+            throttled=code == TOO_MANY_REQUESTS,
+            retry_after_throttles=on_5xx,
+            **kwargs,
+        )
+        if transient is not None:
+            return transient
         if status in (401, 403):
             return PermanentError(f"{described} (credentials or account)", **kwargs)
         if code in BAD_ADDRESS_CODES:

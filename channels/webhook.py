@@ -56,9 +56,9 @@ from channels.base import (
     Provider,
     Receipt,
     RetryableError,
-    ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import transient_http_error
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -382,12 +382,11 @@ class WebhookProvider(Provider):
             raise BadAddressError(
                 summary, provider=self.name, disable_address=True, response=response
             )
-        if status == 429 or (status == 503 and retry_after is not None):
-            raise ThrottledError(
-                summary, provider=self.name, retry_after=retry_after, response=response
-            )
-        if status == 408 or status >= 500:
-            raise RetryableError(summary, provider=self.name, response=response)
+        transient = transient_http_error(
+            status, summary, provider=self.name, retry_after=retry_after, response=response
+        )
+        if transient is not None:
+            raise transient
         raise PermanentError(summary, provider=self.name, response=response)
 
     def _drain(self, response: httpx.Response) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from uuid import UUID
 
+from channels.addresses import EMAIL_IN_TEXT
 from clarion.core.errors import ClarionError
 from models.enums import Channel
 
@@ -156,7 +157,8 @@ class Provider(abc.ABC):
         """Release connections; the default holds none."""
 
 
-_EMAIL_LIKE = re.compile(r"<?[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+>?")
+# With its angle brackets, so ``<a@b.example>`` becomes ``<address>``, not ``<<address>>``.
+_EMAIL_LIKE = re.compile(rf"<?{EMAIL_IN_TEXT.pattern}>?")
 #: Provider error texts kept in rows and logs are cut to this length.
 MAX_ERROR_TEXT = 300
 

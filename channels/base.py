@@ -13,7 +13,7 @@ import abc
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from channels.addresses import EMAIL_IN_TEXT
@@ -87,6 +87,18 @@ class ChannelError(ClarionError):
         self.provider = provider
         self.response: JSON = dict(response or {})
         self.request_id = request_id
+
+    @classmethod
+    def from_exception(
+        cls, what: str, exc: BaseException, *, provider: str, **response: Any
+    ) -> Self:
+        """This error for ``exc``, raised instead of a provider's answer, named by its type only.
+
+        The exception's text is left out on purpose: it may quote the request
+        (an address, a URL). ``response`` adds entries before ``"error"``.
+        """
+        name = type(exc).__name__
+        return cls(f"{what}: {name}", provider=provider, response={**response, "error": name})
 
 
 class RetryableError(ChannelError):

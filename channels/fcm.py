@@ -52,6 +52,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.http_status import on_5xx_or_408, transient_http_error
+from channels.requests_errors import requests_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -317,11 +318,7 @@ class FCMProvider(Provider):
                 "fcm: empty answer", provider=self.name, response={"error": "empty_response"}
             ) from exc
         except FCMError as exc:  # pyfcm refused to build the payload
-            raise PermanentError(
-                f"fcm: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
-            ) from exc
+            raise PermanentError.from_exception("fcm", exc, provider=self.name) from exc
         name = result.get("name") if isinstance(result, dict) else None
         log.info(
             "fcm accepted notification_id=%s delivery_id=%s name=%s",
@@ -470,15 +467,11 @@ def _error_from_auth(exc: google.auth.exceptions.GoogleAuthError) -> ChannelErro
 
 
 def _error_from_requests(exc: requests.RequestException) -> ChannelError:
-    name = type(exc).__name__
-    kwargs: dict[str, Any] = {"provider": FCMProvider.name, "response": {"error": name}}
     if isinstance(exc, requests.exceptions.JSONDecodeError):
         # A 200 that is not JSON: FCM may have accepted it, but there is no name.
-        return RetryableError("fcm: unreadable answer", **kwargs)
-    if isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    ):
-        # A read timeout is ambiguous (FCM may have accepted the message); a
-        # rare duplicate push is better than a lost one.
-        return RetryableError(f"fcm: {name}", **kwargs)
-    return PermanentError(f"fcm: {name}", **kwargs)  # InvalidURL and friends: configuration
+        return RetryableError(
+            "fcm: unreadable answer",
+            provider=FCMProvider.name,
+            response={"error": type(exc).__name__},
+        )
+    return requests_error("fcm", exc, provider=FCMProvider.name)

@@ -182,18 +182,12 @@ class SESProvider(Provider):
             # Connect/read timeouts, refused or dropped connections, TLS errors.
             # A read timeout may come after SES accepted the mail: the retry can
             # then duplicate it, which at-least-once delivery accepts.
-            raise RetryableError(
-                f"SES unreachable: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
-            ) from exc
+            raise RetryableError.from_exception("SES unreachable", exc, provider=self.name) from exc
         except BotoCoreError as exc:
             # Missing credentials, parameter validation: configuration or input
             # problems that a retry of the same message cannot fix.
-            raise PermanentError(
-                f"SES request not made: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
+            raise PermanentError.from_exception(
+                "SES request not made", exc, provider=self.name
             ) from exc
         message_id = str(answer["MessageId"])
         request_id = answer.get("ResponseMetadata", {}).get("RequestId")

@@ -45,6 +45,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.http_status import on_5xx, transient_http_error
+from channels.requests_errors import requests_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -206,7 +207,7 @@ class TwilioProvider(Provider):
         except TwilioException as exc:
             raise self._error_from_twilio(exc) from exc
         except requests.RequestException as exc:
-            raise _error_from_requests(exc) from exc
+            raise requests_error("twilio", exc, provider=self.name) from exc
         except ValueError as exc:
             # A 2xx whose body is not JSON (a proxy's page): Twilio may have
             # accepted the message, but there is no SID to prove it.
@@ -271,26 +272,6 @@ class TwilioProvider(Provider):
         if code in BAD_ADDRESS_CODES:
             return BadAddressError(described, disable_address=BAD_ADDRESS_CODES[code], **kwargs)
         return PermanentError(described, **kwargs)
-
-
-def _error_from_requests(exc: requests.RequestException) -> ChannelError:
-    # Timeout covers connect and read timeouts; ConnectionError covers refused
-    # and dropped connections. A read timeout is ambiguous (Twilio may have
-    # accepted the message) but losing the SMS is worse than a rare duplicate.
-    if isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    ):
-        return RetryableError(
-            f"twilio: {type(exc).__name__}",
-            provider=TwilioProvider.name,
-            response={"error": type(exc).__name__},
-        )
-    # InvalidURL, MissingSchema, ...: a configuration mistake, not a transient fault.
-    return PermanentError(
-        f"twilio: {type(exc).__name__}",
-        provider=TwilioProvider.name,
-        response={"error": type(exc).__name__},
-    )
 
 
 def sms_text(message: OutgoingMessage) -> str:

@@ -347,10 +347,8 @@ class WebhookProvider(Provider):
             if status is None:
                 # A timeout may come after the endpoint processed the request:
                 # the retry carries the same webhook-id so it can deduplicate.
-                raise RetryableError(
-                    f"webhook request failed: {type(exc).__name__}",
-                    provider=self.name,
-                    response={"error": type(exc).__name__},
+                raise RetryableError.from_exception(
+                    "webhook request failed", exc, provider=self.name
                 ) from exc
             # The answer arrived; only closing the connection failed. Raising
             # now would retry a request the endpoint has already answered.

@@ -41,6 +41,7 @@ from pyfcm.errors import FCMError, FCMServerError
 from requests.adapters import HTTPAdapter
 
 from channels.base import (
+    MAX_ERROR_TEXT,
     BadAddressError,
     ChannelError,
     OutgoingMessage,
@@ -412,7 +413,7 @@ def _error_from_response(response: requests.Response) -> ChannelError:
         "error_code": fcm_code,
     }
     if text:
-        summary["message"] = text[:300]
+        summary["message"] = text[:MAX_ERROR_TEXT]
     if retry_after is not None:
         summary["retry_after"] = retry_after
     described = f"fcm: HTTP {status} {fcm_code or google_status or ''}".rstrip()

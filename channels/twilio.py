@@ -35,6 +35,7 @@ from twilio.rest import Client
 
 from channels.addresses import is_valid_e164
 from channels.base import (
+    MAX_ERROR_TEXT,
     BadAddressError,
     ChannelError,
     OutgoingMessage,
@@ -83,7 +84,7 @@ _PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 
 
 def _redact(text: str) -> str:
-    return _PHONE_LIKE.sub("[number]", text)[:300]
+    return _PHONE_LIKE.sub("[number]", text)[:MAX_ERROR_TEXT]
 
 
 class _OneShotHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio is untyped

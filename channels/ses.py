@@ -230,11 +230,13 @@ class SESProvider(Provider):
             request_id=request_id,
             throttled=code in _THROTTLE_CODES,
             transient=code in _TRANSIENT_CODES,
-            # SES names a timeout by its code (RequestTimeout), not by a bare 408.
+            # AWS reports a timeout by its code (RequestTimeout, in _TRANSIENT_CODES);
+            # a 408 without one has always been left to the mapping below.
             retry_408=False,
         )
         if transient is not None:
             if isinstance(transient, ThrottledError):
+                # A throttle's row always records retry_after, None when SES gave none.
                 transient.response["retry_after"] = retry_after
             return transient
         if code in _ADDRESS_CODES and _ADDRESS_PROBLEM.search(text):

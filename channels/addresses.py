@@ -1,4 +1,9 @@
-"""Address checks made before any provider call."""
+"""Addresses: the checks made before any provider call, and finding them in free text.
+
+The shapes of an address are written here once: the worker checks a row's
+address with them, the adapters redact what providers quote back, and the
+operators' commands mask what they print.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,16 @@ _EMAIL = re.compile(
     r"^[^@\s\"<>,;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
 )
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+# What cannot be part of an address quoted in free text: whitespace, quotes,
+# brackets and the separators that surround addresses in provider messages.
+_NOT_IN_TEXT_ADDRESS = r"[^\s<>\"',;:()\[\]]"
+#: An email address inside free text (a provider's error, a traceback), with
+#: its ``local`` part and ``domain`` as groups. Broad on purpose: it is used
+#: to hide addresses, so it errs towards finding too much, not too little.
+EMAIL_IN_TEXT = re.compile(
+    rf"(?P<local>{_NOT_IN_TEXT_ADDRESS}+)@(?P<domain>{_NOT_IN_TEXT_ADDRESS}+)"
+)
 
 
 def is_valid_email(address: str) -> bool:

@@ -13,9 +13,10 @@ import abc
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
+from channels.addresses import EMAIL_IN_TEXT
 from clarion.core.errors import ClarionError
 from models.enums import Channel
 
@@ -87,6 +88,18 @@ class ChannelError(ClarionError):
         self.response: JSON = dict(response or {})
         self.request_id = request_id
 
+    @classmethod
+    def from_exception(
+        cls, what: str, exc: BaseException, *, provider: str, **response: Any
+    ) -> Self:
+        """This error for ``exc``, raised instead of a provider's answer, named by its type only.
+
+        The exception's text is left out on purpose: it may quote the request
+        (an address, a URL). ``response`` adds entries before ``"error"``.
+        """
+        name = type(exc).__name__
+        return cls(f"{what}: {name}", provider=provider, response={**response, "error": name})
+
 
 class RetryableError(ChannelError):
     """Timeouts, connection errors, 5xx: the same message may succeed later."""
@@ -156,7 +169,8 @@ class Provider(abc.ABC):
         """Release connections; the default holds none."""
 
 
-_EMAIL_LIKE = re.compile(r"<?[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+>?")
+# With its angle brackets, so ``<a@b.example>`` becomes ``<address>``, not ``<<address>>``.
+_EMAIL_LIKE = re.compile(rf"<?{EMAIL_IN_TEXT.pattern}>?")
 #: Provider error texts kept in rows and logs are cut to this length.
 MAX_ERROR_TEXT = 300
 

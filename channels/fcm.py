@@ -41,6 +41,7 @@ from pyfcm.errors import FCMError, FCMServerError
 from requests.adapters import HTTPAdapter
 
 from channels.base import (
+    MAX_ERROR_TEXT,
     BadAddressError,
     ChannelError,
     OutgoingMessage,
@@ -51,6 +52,8 @@ from channels.base import (
     ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import on_5xx_or_408, transient_http_error
+from channels.requests_errors import requests_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -316,11 +319,7 @@ class FCMProvider(Provider):
                 "fcm: empty answer", provider=self.name, response={"error": "empty_response"}
             ) from exc
         except FCMError as exc:  # pyfcm refused to build the payload
-            raise PermanentError(
-                f"fcm: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
-            ) from exc
+            raise PermanentError.from_exception("fcm", exc, provider=self.name) from exc
         name = result.get("name") if isinstance(result, dict) else None
         log.info(
             "fcm accepted notification_id=%s delivery_id=%s name=%s",
@@ -414,18 +413,17 @@ def _error_from_response(response: requests.Response) -> ChannelError:
         "error_code": fcm_code,
     }
     if text:
-        summary["message"] = text[:300]
+        summary["message"] = text[:MAX_ERROR_TEXT]
     if retry_after is not None:
         summary["retry_after"] = retry_after
     described = f"fcm: HTTP {status} {fcm_code or google_status or ''}".rstrip()
     kwargs: dict[str, Any] = {"provider": FCMProvider.name, "response": summary}
 
-    if status == 429:
-        return ThrottledError(described, retry_after=retry_after, **kwargs)
-    if status >= 500 or status == 408:
-        if retry_after is not None:  # 503 with Retry-After: the server says when
-            return ThrottledError(described, retry_after=retry_after, **kwargs)
-        return RetryableError(described, **kwargs)
+    transient = transient_http_error(
+        status, described, retry_after=retry_after, retry_after_throttles=on_5xx_or_408, **kwargs
+    )
+    if transient is not None:
+        return transient
     # Disable a token only on FCM's explicit word for it: a bare 404 (a wrong
     # endpoint, a proxy) must not disable every token we send to.
     if fcm_code == "UNREGISTERED":
@@ -470,15 +468,11 @@ def _error_from_auth(exc: google.auth.exceptions.GoogleAuthError) -> ChannelErro
 
 
 def _error_from_requests(exc: requests.RequestException) -> ChannelError:
-    name = type(exc).__name__
-    kwargs: dict[str, Any] = {"provider": FCMProvider.name, "response": {"error": name}}
     if isinstance(exc, requests.exceptions.JSONDecodeError):
         # A 200 that is not JSON: FCM may have accepted it, but there is no name.
-        return RetryableError("fcm: unreadable answer", **kwargs)
-    if isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    ):
-        # A read timeout is ambiguous (FCM may have accepted the message); a
-        # rare duplicate push is better than a lost one.
-        return RetryableError(f"fcm: {name}", **kwargs)
-    return PermanentError(f"fcm: {name}", **kwargs)  # InvalidURL and friends: configuration
+        return RetryableError(
+            "fcm: unreadable answer",
+            provider=FCMProvider.name,
+            response={"error": type(exc).__name__},
+        )
+    return requests_error("fcm", exc, provider=FCMProvider.name)

@@ -37,6 +37,7 @@ from channels.base import (
     parse_retry_after,
     redact_emails,
 )
+from channels.http_status import transient_http_error
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -181,18 +182,12 @@ class SESProvider(Provider):
             # Connect/read timeouts, refused or dropped connections, TLS errors.
             # A read timeout may come after SES accepted the mail: the retry can
             # then duplicate it, which at-least-once delivery accepts.
-            raise RetryableError(
-                f"SES unreachable: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
-            ) from exc
+            raise RetryableError.from_exception("SES unreachable", exc, provider=self.name) from exc
         except BotoCoreError as exc:
             # Missing credentials, parameter validation: configuration or input
             # problems that a retry of the same message cannot fix.
-            raise PermanentError(
-                f"SES request not made: {type(exc).__name__}",
-                provider=self.name,
-                response={"error": type(exc).__name__},
+            raise PermanentError.from_exception(
+                "SES request not made", exc, provider=self.name
             ) from exc
         message_id = str(answer["MessageId"])
         request_id = answer.get("ResponseMetadata", {}).get("RequestId")
@@ -226,19 +221,24 @@ class SESProvider(Provider):
             response["message"] = text
         summary = f"SES {code or status}: {text}" if text else f"SES {code or status}"
 
-        if code in _THROTTLE_CODES or status == 429 or (status == 503 and retry_after is not None):
-            response["retry_after"] = retry_after
-            return ThrottledError(
-                summary,
-                provider=self.name,
-                retry_after=retry_after,
-                response=response,
-                request_id=request_id,
-            )
-        if status >= 500 or code in _TRANSIENT_CODES:
-            return RetryableError(
-                summary, provider=self.name, response=response, request_id=request_id
-            )
+        transient = transient_http_error(
+            status,
+            summary,
+            provider=self.name,
+            retry_after=retry_after,
+            response=response,
+            request_id=request_id,
+            throttled=code in _THROTTLE_CODES,
+            transient=code in _TRANSIENT_CODES,
+            # AWS reports a timeout by its code (RequestTimeout, in _TRANSIENT_CODES);
+            # a 408 without one has always been left to the mapping below.
+            retry_408=False,
+        )
+        if transient is not None:
+            if isinstance(transient, ThrottledError):
+                # A throttle's row always records retry_after, None when SES gave none.
+                transient.response["retry_after"] = retry_after
+            return transient
         if code in _ADDRESS_CODES and _ADDRESS_PROBLEM.search(text):
             # The recipient is the only address in the request that varies per
             # message; a bad sender is our configuration and would fail every

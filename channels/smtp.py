@@ -159,10 +159,8 @@ class SMTPProvider(Provider):
             raise self._smtp_error(exc, stage) from exc
         except OSError as exc:
             # Timeouts, refused and reset connections, TLS failures.
-            raise RetryableError(
-                f"SMTP {stage} failed: {type(exc).__name__}",
-                provider=self.name,
-                response={"stage": stage, "error": type(exc).__name__},
+            raise RetryableError.from_exception(
+                f"SMTP {stage} failed", exc, provider=self.name, stage=stage
             ) from exc
         finally:
             if accepted:
@@ -185,10 +183,8 @@ class SMTPProvider(Provider):
         if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError):
             # SMTPConnectError is a bad greeting (421 busy, 554 go away):
             # a server-side condition, retried like any connection failure.
-            return RetryableError(
-                f"SMTP {stage}: {type(exc).__name__}",
-                provider=self.name,
-                response={"stage": stage, "error": type(exc).__name__},
+            return RetryableError.from_exception(
+                f"SMTP {stage}", exc, provider=self.name, stage=stage
             )
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             # One recipient per send, so the dict has one entry.
@@ -203,11 +199,7 @@ class SMTPProvider(Provider):
             return self._classify(exc.smtp_code, _text(exc.smtp_error), sub_stage)
         # SMTPNotSupportedError (no STARTTLS / AUTH offered), SMTPHeloError
         # without a code, ...: the server cannot do what we are configured for.
-        return PermanentError(
-            f"SMTP {stage}: {type(exc).__name__}",
-            provider=self.name,
-            response={"stage": stage, "error": type(exc).__name__},
-        )
+        return PermanentError.from_exception(f"SMTP {stage}", exc, provider=self.name, stage=stage)
 
     def _classify(self, code: int, reply: str, stage: str) -> ChannelError:
         text = redact_emails(reply)

@@ -35,6 +35,7 @@ from twilio.rest import Client
 
 from channels.addresses import is_valid_e164
 from channels.base import (
+    MAX_ERROR_TEXT,
     BadAddressError,
     ChannelError,
     OutgoingMessage,
@@ -42,9 +43,10 @@ from channels.base import (
     Provider,
     Receipt,
     RetryableError,
-    ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import on_5xx, transient_http_error
+from channels.requests_errors import requests_error
 from clarion.core.errors import SettingsError
 from models.enums import Channel
 
@@ -82,7 +84,7 @@ _PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 
 
 def _redact(text: str) -> str:
-    return _PHONE_LIKE.sub("[number]", text)[:300]
+    return _PHONE_LIKE.sub("[number]", text)[:MAX_ERROR_TEXT]
 
 
 class _OneShotHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
@@ -206,7 +208,7 @@ class TwilioProvider(Provider):
         except TwilioException as exc:
             raise self._error_from_twilio(exc) from exc
         except requests.RequestException as exc:
-            raise _error_from_requests(exc) from exc
+            raise requests_error("twilio", exc, provider=self.name) from exc
         except ValueError as exc:
             # A 2xx whose body is not JSON (a proxy's page): Twilio may have
             # accepted the message, but there is no SID to prove it.
@@ -256,39 +258,21 @@ class TwilioProvider(Provider):
 
         if status is None:
             return PermanentError(f"twilio: {type(exc).__name__}", **kwargs)
-        if status == 429 or code == TOO_MANY_REQUESTS:
-            return ThrottledError(described, retry_after=retry_after, **kwargs)
-        if status >= 500:
-            if retry_after is not None:  # 503 with Retry-After: the server says when
-                return ThrottledError(described, retry_after=retry_after, **kwargs)
-            return RetryableError(described, **kwargs)
-        if status == 408:
-            return RetryableError(described, **kwargs)
+        transient = transient_http_error(
+            status,
+            described,
+            retry_after=retry_after,
+            throttled=code == TOO_MANY_REQUESTS,
+            retry_after_throttles=on_5xx,
+            **kwargs,
+        )
+        if transient is not None:
+            return transient
         if status in (401, 403):
             return PermanentError(f"{described} (credentials or account)", **kwargs)
         if code in BAD_ADDRESS_CODES:
             return BadAddressError(described, disable_address=BAD_ADDRESS_CODES[code], **kwargs)
         return PermanentError(described, **kwargs)
-
-
-def _error_from_requests(exc: requests.RequestException) -> ChannelError:
-    # Timeout covers connect and read timeouts; ConnectionError covers refused
-    # and dropped connections. A read timeout is ambiguous (Twilio may have
-    # accepted the message) but losing the SMS is worse than a rare duplicate.
-    if isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    ):
-        return RetryableError(
-            f"twilio: {type(exc).__name__}",
-            provider=TwilioProvider.name,
-            response={"error": type(exc).__name__},
-        )
-    # InvalidURL, MissingSchema, ...: a configuration mistake, not a transient fault.
-    return PermanentError(
-        f"twilio: {type(exc).__name__}",
-        provider=TwilioProvider.name,
-        response={"error": type(exc).__name__},
-    )
 
 
 def sms_text(message: OutgoingMessage) -> str:

@@ -56,9 +56,9 @@ from channels.base import (
     Provider,
     Receipt,
     RetryableError,
-    ThrottledError,
     parse_retry_after,
 )
+from channels.http_status import transient_http_error
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -347,10 +347,8 @@ class WebhookProvider(Provider):
             if status is None:
                 # A timeout may come after the endpoint processed the request:
                 # the retry carries the same webhook-id so it can deduplicate.
-                raise RetryableError(
-                    f"webhook request failed: {type(exc).__name__}",
-                    provider=self.name,
-                    response={"error": type(exc).__name__},
+                raise RetryableError.from_exception(
+                    "webhook request failed", exc, provider=self.name
                 ) from exc
             # The answer arrived; only closing the connection failed. Raising
             # now would retry a request the endpoint has already answered.
@@ -382,12 +380,11 @@ class WebhookProvider(Provider):
             raise BadAddressError(
                 summary, provider=self.name, disable_address=True, response=response
             )
-        if status == 429 or (status == 503 and retry_after is not None):
-            raise ThrottledError(
-                summary, provider=self.name, retry_after=retry_after, response=response
-            )
-        if status == 408 or status >= 500:
-            raise RetryableError(summary, provider=self.name, response=response)
+        transient = transient_http_error(
+            status, summary, provider=self.name, retry_after=retry_after, response=response
+        )
+        if transient is not None:
+            raise transient
         raise PermanentError(summary, provider=self.name, response=response)
 
     def _drain(self, response: httpx.Response) -> None:

@@ -7,6 +7,7 @@ if the caller rolls back.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -38,6 +39,36 @@ ACTION_URL_MAX = 500
 ACTION_LABEL_MAX = 100
 IDEMPOTENCY_KEY_MAX = 255
 MAX_ATTEMPTS_LIMIT = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyRequest:
+    """The arguments of one :func:`notify` call, as the caller gave them.
+
+    Typed as ``notify`` declares them but not yet checked: application code
+    is not type-checked, so every field is validated when the row is built.
+    """
+
+    user_id: UUIDLike
+    template: str | None = None
+    template_data: Mapping[str, Any] | None = None
+    title: str | None = None
+    message: str | None = None
+    category: Category | str | None = None
+    priority: Priority | str | None = None
+    channels: Sequence[Channel | str] | None = None
+    scheduled_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    auction_id: UUIDLike | None = None
+    bid_id: UUIDLike | None = None
+    item_id: UUIDLike | None = None
+    action_url: str | None = None
+    action_label: str | None = None
+    rich_content: Any = None
+    tags: Any = None
+    metadata: Any = None
+    max_attempts: int = 3
+    idempotency_key: str | None = None
 
 
 def notify(
@@ -83,14 +114,44 @@ def notify(
     argument, :class:`~clarion.core.errors.TemplateError` for a template that cannot
     be rendered, :class:`~clarion.core.errors.NotFoundError` for an unknown template.
     """
+    request = NotifyRequest(
+        user_id=user_id,
+        template=template,
+        template_data=template_data,
+        title=title,
+        message=message,
+        category=category,
+        priority=priority,
+        channels=channels,
+        scheduled_at=scheduled_at,
+        expires_at=expires_at,
+        auction_id=auction_id,
+        bid_id=bid_id,
+        item_id=item_id,
+        action_url=action_url,
+        action_label=action_label,
+        rich_content=rich_content,
+        tags=tags,
+        metadata=metadata,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+    )
     if session is None:
-        arguments = _arguments(locals())
         engine = get_engine(get_settings().effective_database_url)
         with session_factory(engine)() as own, own.begin():
-            return notify(**arguments, session=own)
+            return _create(own, request)
+    return _create(session, request)
 
-    user = as_uuid(user_id, "user_id")
-    tmpl = _load_template(session, template) if template is not None else None
+
+def _create(session: Session, r: NotifyRequest) -> Notification:
+    """Validate ``r``, insert its row in ``session`` (flushed, not committed), return it."""
+    # Filled in from the template when one is given.
+    title, message = r.title, r.message
+    category, priority, channels = r.category, r.priority, r.channels
+    template_data = r.template_data
+
+    user = as_uuid(r.user_id, "user_id")
+    tmpl = _load_template(session, r.template) if r.template is not None else None
     if tmpl is not None:
         if title is not None or message is not None:
             raise ValidationError("template", "give either a template or title and message")
@@ -127,27 +188,29 @@ def notify(
         ),
         "title": _text("title", title, TITLE_MAX),
         "message": _text("message", message, None),
-        "auction_id": as_optional_uuid(auction_id, "auction_id"),
-        "bid_id": as_optional_uuid(bid_id, "bid_id"),
-        "item_id": as_optional_uuid(item_id, "item_id"),
-        "action_url": _action_url(action_url),
-        "action_label": _optional_text("action_label", action_label, ACTION_LABEL_MAX),
-        "rich_content": _json("rich_content", rich_content),
+        "auction_id": as_optional_uuid(r.auction_id, "auction_id"),
+        "bid_id": as_optional_uuid(r.bid_id, "bid_id"),
+        "item_id": as_optional_uuid(r.item_id, "item_id"),
+        "action_url": _action_url(r.action_url),
+        "action_label": _optional_text("action_label", r.action_label, ACTION_LABEL_MAX),
+        "rich_content": _json("rich_content", r.rich_content),
         "template_id": tmpl.template_id if tmpl is not None else None,
         "template_data": (
             _json("template_data", dict(template_data)) if template_data is not None else None
         ),
-        "tags": _json("tags", tags),
-        "metadata": _json("metadata", metadata),
-        "max_attempts": _max_attempts(max_attempts),
-        "idempotency_key": _optional_text("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_MAX),
+        "tags": _json("tags", r.tags),
+        "metadata": _json("metadata", r.metadata),
+        "max_attempts": _max_attempts(r.max_attempts),
+        "idempotency_key": _optional_text(
+            "idempotency_key", r.idempotency_key, IDEMPOTENCY_KEY_MAX
+        ),
         "status": NotificationStatus.PENDING,
     }
     chosen = as_enum_list(Channel, channels, "channels")
     values["delivery_channels"] = [c.value for c in chosen]
     # The spec's single-valued notification_type is the first (primary) channel.
     values["notification_type"] = chosen[0]
-    values["scheduled_at"], values["expires_at"] = _schedule(scheduled_at, expires_at)
+    values["scheduled_at"], values["expires_at"] = _schedule(r.scheduled_at, r.expires_at)
     return _insert(session, values)
 
 
@@ -207,10 +270,6 @@ def _load_template(session: Session, key: str) -> NotificationTemplate:
 
 
 # --- validation ------------------------------------------------------------------
-
-
-def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in scope.items() if k != "session"}
 
 
 def _text(field: str, value: object, limit: int | None) -> str:

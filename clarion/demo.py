@@ -35,6 +35,7 @@ from clarion import migrate
 from clarion.api import notify
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings, get_settings, reset_settings
+from clarion.exitcodes import ExitCode
 from models import Channel, Delivery, Notification, UserAddress
 from models.enums import DeliveryStatus
 
@@ -88,7 +89,7 @@ def run_demo() -> int:
         console.print(f"provider calls: {farm.request_counts()}")
         engine.dispose()
     reset_settings(None)
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.UNEXPECTED
 
 
 def _safe_url(url: str) -> str:

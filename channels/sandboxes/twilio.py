@@ -29,11 +29,11 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.addresses import is_valid_e164
 from channels.sandboxes.http import HTTPSandbox, RecordedRequest, Response
 
 API_VERSION = "2010-04-01"
 _MESSAGES_PATH = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages\.json$")
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _MAX_BODY = 1600
 
 #: Twilio's own wording for the errors the sandbox produces; ``block`` and
@@ -139,7 +139,7 @@ class TwilioSandbox(HTTPSandbox):
         body = form.get("Body", "")
         if not to:
             return Response(400, twilio_error(400, 21604))
-        if not _E164.match(to):
+        if not is_valid_e164(to):
             return Response(
                 400, twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
             )

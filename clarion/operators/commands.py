@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from clarion.core.errors import ValidationError
 from clarion.core.settings import Settings, get_settings
+from clarion.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
     from clarion.operators.deadletters import DeadLetters
     from clarion.operators.dlq import DeadLetterOps, Entry, ItemResult
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-#: ``status --check`` found a problem.
-EXIT_UNHEALTHY = 7
-#: ``dlq requeue`` / ``purge`` finished, but some entries failed.
-EXIT_PARTIAL = 8
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -312,13 +307,13 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
             row = e.to_json()
             row["last_error"] = mask_text(row["last_error"])
             _emit(row)
-        return EXIT_OK
+        return ExitCode.OK
     console = _console()
     if not entries:
         console.print("no dead letters match")
-        return EXIT_OK
+        return ExitCode.OK
     console.print(_entries_table(entries, f"{len(entries)} dead letters"))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
@@ -358,9 +353,9 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
     }
     if args.json:
         _emit(out)
-        return EXIT_OK
+        return ExitCode.OK
     _print_sections(out)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _print_sections(out: dict[str, Any]) -> None:
@@ -430,7 +425,7 @@ def _run_bulk(args: argparse.Namespace, verb: str, done_word: str, *, confirm: b
             answer = input(f"{verb} these {len(entries)} dead letters? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print(f"{verb} cancelled; nothing changed")
-                return EXIT_OK
+                return ExitCode.OK
         run = ops.requeue if verb == "requeue" else ops.purge
         counts, results = _with_progress(args, entries, verb, run)
     if args.json:
@@ -454,7 +449,7 @@ def _run_bulk(args: argparse.Namespace, verb: str, done_word: str, *, confirm: b
                 )
         word = f"would {verb}" if args.dry_run else done_word
         console.print(f"{word} {counts.done}, skipped {counts.skipped}, failed {counts.failed}")
-    return EXIT_PARTIAL if counts.failed else EXIT_OK
+    return ExitCode.PARTIAL if counts.failed else ExitCode.OK
 
 
 def _with_progress(args: argparse.Namespace, entries: list[Entry], verb: str, run: Any) -> Any:
@@ -512,8 +507,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.check and not report.healthy:
         if not args.json:
             print("unhealthy: " + "; ".join(report.problems), file=sys.stderr)
-        return EXIT_UNHEALTHY
-    return EXIT_OK
+        return ExitCode.UNHEALTHY
+    return ExitCode.OK
 
 
 def _print_status(report: Any) -> None:
@@ -558,7 +553,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data = inspect_notification(_sessions(settings), notification_id)
     if args.json:
         _emit(data)
-        return EXIT_OK
+        return ExitCode.OK
     console = _console()
     _print_sections({"notification": data["notification"], "content": data["content"]})
     from rich.table import Table
@@ -573,4 +568,4 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         history = d.pop("history")
         _print_sections({"delivery": d})
         _print_history(console, history, f"{d['channel']} attempts")
-    return EXIT_OK
+    return ExitCode.OK

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from channels.addresses import EMAIL_IN_TEXT
 from clarion.core.errors import NotFoundError, ValidationError
 from models.enums import Channel
 from models.notifications import (
@@ -25,7 +26,6 @@ from models.notifications import (
     UserAddress,
 )
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"\+\d{8,15}\b")
 
 
@@ -68,7 +68,7 @@ def mask_text(text: str | None) -> str | None:
     """Mask email addresses and E.164 numbers inside free text (errors)."""
     if text is None:
         return None
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    text = EMAIL_IN_TEXT.sub(lambda m: f"{m['local'][:1]}***@{m['domain']}", text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 

@@ -4,6 +4,9 @@ Each test session creates its own database (``clarion_test_<random>``) through
 ``CLARION_TEST_ADMIN_URL`` (default: the local ``postgres`` database), migrates
 it with ``clarion.migrate.upgrade`` and drops it at the end. Tests that need a
 clean slate use ``clean_db``; the seeded templates stay.
+
+A failed test's report carries the logs of the Clarion processes it left
+running (``harness.Stack``), whichever tier started them.
 """
 
 from __future__ import annotations
@@ -11,13 +14,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from harness import Stack
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from testdb import DATA_TABLES, REDIS_URL, create_database, drop_database
+from testdb import REDIS_URL, create_database, drop_database, truncate_data
 
 from clarion import migrate
 from clarion.core.db import make_engine
 from clarion.core.settings import Settings, reset_settings
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for stack in Stack.active:
+            report.sections.append((f"clarion processes ({stack.name})", stack.logs()))
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +51,7 @@ def engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def clean_db(engine: Engine) -> Engine:
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE")
+    truncate_data(engine)
     return engine
 
 

@@ -28,6 +28,12 @@ DATA_TABLES = (
 )
 
 
+def truncate_data(engine: sa.Engine) -> None:
+    """Empty every data table (the seeded templates stay)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE")
+
+
 def database_url(name: str) -> str:
     return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 

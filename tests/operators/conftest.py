@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operators_support import BROKERS, REDIS_URL, Ops, Stack, clean, reset_broker
+from harness import Stack, clarion_env, reset_broker
+from operators_support import BROKERS, REDIS_URL, Ops
 from sqlalchemy.engine import Engine
+from testdb import truncate_data
 
 from channels.sandboxes.farm import SandboxFarm
 
@@ -23,18 +24,10 @@ def farm() -> Iterator[SandboxFarm]:
 def base_env(
     pg_url: str, farm: SandboxFarm, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    aws = tmp_path_factory.mktemp("aws")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CLARION_", "AWS_", "TWILIO_", "GOOGLE_"))
-    }
-    env.update(farm.environment())
-    env.update(
+    return clarion_env(
+        tmp_path_factory.mktemp("aws"),
         {
-            "AWS_CONFIG_FILE": str(aws / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
-            "PYTHONUNBUFFERED": "1",
+            **farm.environment(),
             "CLARION_DATABASE_URL": pg_url,
             "CLARION_REDIS_URL": REDIS_URL,
             "CLARION_POLL_INTERVAL": "0.3",
@@ -42,9 +35,8 @@ def base_env(
             "CLARION_RETRY_MAX_BACKOFF": "0.5",
             "CLARION_PROVIDER_TIMEOUT": "5",
             "CLARION_EMAIL_FROM": "notifications@clarion.test",
-        }
+        },
     )
-    return env
 
 
 @pytest.fixture(params=sorted(BROKERS))
@@ -54,7 +46,7 @@ def broker(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def ops(engine: Engine, farm: SandboxFarm, base_env: dict[str, str], broker: str) -> Ops:
-    clean(engine)
+    truncate_data(engine)
     reset_broker(BROKERS[broker])
     farm.ses.reset()
     farm.twilio.reset()
@@ -63,7 +55,7 @@ def ops(engine: Engine, farm: SandboxFarm, base_env: dict[str, str], broker: str
 
 @pytest.fixture
 def stack(ops: Ops, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(ops.env, tmp_path)
+    s = Stack(ops.env, tmp_path, f"ops-{ops.broker}", worker_threads=4)
     try:
         yield s
     finally:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from operators_support import BROKERS, Ops, Stack, wait_until
+from harness import Stack, wait_until
+from operators_support import BROKERS, Ops
 
 from channels.sandboxes.http import Fault
 from clarion.operators.deadletters import open_dead_letters, requeue_copy
@@ -44,7 +45,9 @@ def test_dead_letters_list_show_requeue_purge(ops: Ops, stack: Stack) -> None:
         channel = "sms" if nid in smses else "email"
         row = ops.wait_status(nid, channel, "failed")
         assert row.dead_lettered_at is not None
-    wait_until(lambda: len(dead_in_broker(ops)) == 7, what="7 dead letters in the broker")
+    wait_until(
+        lambda: len(dead_in_broker(ops)) == 7, timeout=20, what="7 dead letters in the broker"
+    )
 
     # --- list: every dead letter, joined with its row, newest first ---------------------
     listed = ops.cli_json("dlq", "list")
@@ -176,7 +179,7 @@ def test_requeue_skips_and_removes_a_stale_dead_letter(ops: Ops, stack: Stack) -
     stack.start()
     nid = ops.notify(ops.user(), ["email"])
     ops.wait_status(nid, "email", "failed")
-    wait_until(lambda: len(dead_in_broker(ops)) == 1, what="the dead letter")
+    wait_until(lambda: len(dead_in_broker(ops)) == 1, timeout=20, what="the dead letter")
     delivery_id = ops.deliveries(nid)["email"].delivery_id
     with ops.sessions.begin() as s:  # as if an earlier run had requeued and it failed for good
         from sqlalchemy import update

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from operators_support import Ops, Stack, wait_until
+from harness import Stack, wait_until
+from operators_support import Ops
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

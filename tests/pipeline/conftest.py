@@ -16,6 +16,9 @@ the real SDKs pointed at the sandboxes.
 * ``pl``: helpers to create users and notifications and to read back rows and
   sandbox requests; ``pl.wait_until`` polls with a deadline instead of sleeping.
 
+The processes, polling and broker reset are ``tests/harness.py``'s, shared
+with the operators' tier.
+
 Sandbox faults are global to a sandbox, so a test injects them only while no
 other test's traffic is in flight: every test waits for its deliveries to end.
 """
@@ -23,27 +26,23 @@ other test's traffic is in flight: every test waits for its deliveries to end.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 import redis
 import sqlalchemy as sa
+from harness import Rows, Stack, assert_clean_exit, clarion_env, wait_until
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
+from testdb import truncate_data
 
 from channels.sandboxes.fcm import FCMSandbox, write_fake_service_account
 from channels.sandboxes.http import RecordedRequest
@@ -54,42 +53,14 @@ from clarion.api import notify
 from models.enums import Channel
 from models.notifications import Delivery, DeliveryAttempt, Notification, UserAddress
 
-T = TypeVar("T")
-
 REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-ROOT = Path(__file__).resolve().parents[2]
-CLARION = str(Path(sys.executable).with_name("clarion"))
 FCM_PROJECT = "clarion-pipeline"
 TWILIO_FROM = "+15005550006"
-DATA_TABLES = (
-    "delivery_attempts",
-    "notification_deliveries",
-    "notifications",
-    "user_addresses",
-    "websocket_connections",
-    "real_time_events",
-)
 TERMINAL = frozenset({"sent", "delivered", "failed", "cancelled"})
-#: Seconds a process gets to stop on SIGTERM before it is killed.
-STOP_TIMEOUT = 20.0
 
 
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 # --- sandboxes -----------------------------------------------------------------------
@@ -128,17 +99,9 @@ def pipeline_env(
     pg_url: str, sandboxes: Sandboxes, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """The environment of every Clarion subprocess (tests add or remove settings)."""
-    aws = tmp_path_factory.mktemp("aws")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CLARION_", "AWS_", "TWILIO_", "GOOGLE_"))
-    }
-    env.update(
+    return clarion_env(
+        tmp_path_factory.mktemp("aws"),
         {
-            "AWS_CONFIG_FILE": str(aws / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
-            "PYTHONUNBUFFERED": "1",
             "CLARION_DATABASE_URL": pg_url,
             "CLARION_BROKER_URL": REDIS_URL,
             "CLARION_REDIS_URL": REDIS_URL,
@@ -160,115 +123,13 @@ def pipeline_env(
             "CLARION_FCM_PROJECT_ID": FCM_PROJECT,
             "CLARION_FCM_ENDPOINT": sandboxes.fcm.endpoint,
             "CLARION_WEBHOOK_ALLOW_PRIVATE": "true",
-        }
+        },
     )
-    return env
-
-
-# --- processes -----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    ready_text: str
-    returncode: int | None = None
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class Stack:
-    """Clarion processes started by a test; stopped with SIGTERM (then SIGKILL)."""
-
-    #: Every stack still running, for the failure report.
-    active: list[Stack] = []  # noqa: RUF012
-
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "stack") -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.name = name
-        self.processes: list[Process] = []
-        Stack.active.append(self)
-
-    def _spawn(self, kind: str, args: Sequence[str], ready_text: str) -> Process:
-        index = sum(1 for p in self.processes if p.name.startswith(kind))
-        name = f"{kind}{index}"
-        log = self.log_dir / f"{self.name}-{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [CLARION, *args],
-                env=self.env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: a stuck worker is killed with its children
-            )
-        process = Process(name, popen, log, ready_text)
-        self.processes.append(process)
-        return process
-
-    def scheduler(self) -> Process:
-        return self._spawn("scheduler", ["scheduler"], "scheduler started")
-
-    def worker(self, processes: int = 1, threads: int = 8) -> Process:
-        return self._spawn(
-            "worker",
-            ["worker", "--processes", str(processes), "--threads", str(threads)],
-            "Worker process is ready for action",
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until each process logged that it is up (a worker: each of its children)."""
-        for process in self.processes:
-
-            def ready(p: Process = process) -> bool:
-                if p.popen.poll() is not None:
-                    raise AssertionError(
-                        f"{p.name} exited with {p.popen.returncode}:\n{p.text()[-3000:]}"
-                    )
-                return p.ready_text in p.text()
-
-            wait_until(ready, timeout=timeout, what=f"{process.name} to start")
-
-    def stop(self) -> dict[str, int]:
-        """SIGTERM every process, wait, SIGKILL the stragglers; returns the exit codes."""
-        for process in self.processes:
-            if process.popen.poll() is None:
-                process.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in self.processes:
-            try:
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.popen.pid, signal.SIGKILL)
-                process.popen.wait()
-            process.returncode = process.popen.returncode
-        if self in Stack.active:
-            Stack.active.remove(self)
-        return {p.name: p.popen.returncode for p in self.processes}
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.text()[-6000:]}" for p in self.processes)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.failed:
-        for stack in Stack.active:
-            report.sections.append((f"clarion processes ({stack.name})", stack.logs()))
 
 
 def reset_state(engine: Engine, redis_client: redis.Redis) -> None:
     """Empty the data tables and the test Redis DB (no Clarion process may be running)."""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE")
+    truncate_data(engine)
     redis_client.flushdb()
 
 
@@ -277,12 +138,6 @@ def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()
-
-
-def _assert_clean_exit(codes: dict[str, int], stack: Stack) -> None:
-    """Schedulers and workers alike stop cleanly, exit status 0, on SIGTERM."""
-    for name, code in codes.items():
-        assert code == 0, f"{name} exited {code} on SIGTERM\n{stack.logs()}"
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +158,7 @@ def stack(
     finally:
         codes = shared.stop()
         reset_state(engine, redis_client)
-    _assert_clean_exit(codes, shared)
+    assert_clean_exit(codes, shared)
 
 
 class StackFactory:
@@ -341,7 +196,7 @@ def stacks(
         results = [(s, s.stop()) for s in factory.created]
         reset_state(engine, redis_client)
     for created, codes in results:
-        _assert_clean_exit(codes, created)
+        assert_clean_exit(codes, created)
 
 
 # --- rows and requests -----------------------------------------------------------------
@@ -362,15 +217,14 @@ class User:
         return "/" + self.webhook.split("/", 3)[3]
 
 
-class Pipeline:
+class Pipeline(Rows):
     """Helpers over the test database and the sandboxes."""
 
     wait_until = staticmethod(wait_until)
 
     def __init__(self, engine: Engine, sandboxes: Sandboxes) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.sandboxes = sandboxes
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     # --- users ---------------------------------------------------------------------------
     def user(
@@ -467,17 +321,6 @@ class Pipeline:
         return ids
 
     # --- reading back ------------------------------------------------------------------------
-    def notification(self, notification_id: uuid.UUID) -> Notification:
-        with self.sessions() as s:
-            return s.get_one(Notification, notification_id)
-
-    def deliveries(self, notification_id: uuid.UUID) -> dict[str, Delivery]:
-        with self.sessions() as s:
-            rows = s.scalars(
-                sa.select(Delivery).where(Delivery.notification_id == notification_id)
-            ).all()
-        return {Channel(r.channel).value: r for r in rows}
-
     def attempts(self, delivery_id: uuid.UUID) -> list[DeliveryAttempt]:
         with self.sessions() as s:
             return list(

@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+from harness import CLARION, ROOT, wait_until
 from sqlalchemy.engine import Engine
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -43,8 +43,6 @@ T = TypeVar("T")
 
 REDIS_URL = os.environ.get("CLARION_TEST_RT_REDIS_URL", "redis://127.0.0.1:6379/12")
 SECRET = "test-secret-for-the-gateway-0123456789"
-ROOT = Path(__file__).resolve().parents[2]
-CLARION = str(Path(sys.executable).with_name("clarion"))
 
 
 def free_port() -> int:
@@ -152,14 +150,8 @@ class RT:
 
     @staticmethod
     def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or check}")
-            time.sleep(0.05)
+        """``harness.wait_until`` with this tier's shorter default deadline."""
+        return wait_until(check, timeout, what)
 
 
 class Client:

@@ -34,7 +34,7 @@ from channels.sandboxes.http import Fault
 from clarion import migrate
 from clarion.api import notify
 from clarion.core.db import make_engine, session_factory
-from clarion.core.settings import Settings, get_settings, reset_settings
+from clarion.core.settings import Settings, get_settings, reset_settings, safe_url
 from clarion.exitcodes import ExitCode
 from models import Channel, Delivery, Notification, UserAddress
 from models.enums import DeliveryStatus
@@ -67,8 +67,8 @@ def run_demo() -> int:
             env["CLARION_BROKER_URL"] = settings.broker_url
             env["CLARION_REDIS_URL"] = settings.redis_url
             console.print(
-                f"[bold]Configured mode[/]: {_safe_url(settings.database_url or '')}, broker "
-                f"{_safe_url(settings.broker_url)}, real scheduler and worker processes"
+                f"[bold]Configured mode[/]: {safe_url(settings.database_url or '')}, broker "
+                f"{safe_url(settings.broker_url)}, real scheduler and worker processes"
             )
         demo_settings = Settings.from_env({**os.environ, **env})
         reset_settings(demo_settings)
@@ -90,13 +90,6 @@ def run_demo() -> int:
         engine.dispose()
     reset_settings(None)
     return ExitCode.OK if ok else ExitCode.UNEXPECTED
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
 
 
 # --- demo data --------------------------------------------------------------------------

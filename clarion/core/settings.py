@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -382,8 +383,25 @@ class Settings:
             shown = "(unset)" if value is None else str(value)
             if field.metadata["secret"] and value is not None:
                 shown = "********"
+            elif isinstance(value, str):
+                shown = safe_url(value)  # a password inside a database or broker URL
             rows.append((field.metadata["env"], shown, field.metadata["doc"]))
         return rows
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password, if it has one, replaced by ``***``; other text as is."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.rsplit("@", 1)[-1]  # unparseable: keep only what follows the credentials
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 _current: Settings | None = None

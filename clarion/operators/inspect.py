@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.addresses import EMAIL_IN_TEXT
-from clarion.core.errors import NotFoundError, ValidationError
+from clarion.core.errors import NotFoundError
+from clarion.core.parse import as_uuid
 from models.enums import Channel
 from models.notifications import (
     Delivery,
@@ -83,10 +84,7 @@ def _v(value: Any) -> Any:
 
 
 def parse_id(text: str, what: str = "NOTIFICATION_ID") -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise ValidationError(what, f"not a UUID: {text!r}") from None
+    return as_uuid(text, what)
 
 
 def attempt_json(a: DeliveryAttempt) -> dict[str, Any]:

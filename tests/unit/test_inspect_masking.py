@@ -119,4 +119,4 @@ def test_parse_id() -> None:
     with pytest.raises(ValidationError) as info:
         parse_id("42")
     assert info.value.field == "NOTIFICATION_ID"
-    assert info.value.problem == "not a UUID: '42'"
+    assert info.value.problem == "must be a UUID, got '42'"

@@ -63,3 +63,29 @@ def test_each_setting_is_described_once_with_its_doc() -> None:
     variables = [variable for variable, _, _ in rows]
     assert len(variables) == len(set(variables)) == len(dataclasses.fields(Settings))
     assert all(doc.strip() for _, _, doc in rows)
+
+
+def test_passwords_inside_urls_are_masked() -> None:
+    values = shown(
+        Settings.from_env(
+            {
+                "CLARION_DATABASE_URL": "postgresql://clarion:db-pass-123@db:5432/clarion",
+                "CLARION_BROKER_URL": "amqp://guest:rabbit-pass@rabbit:5672/",
+                "CLARION_REDIS_URL": "redis://:redis-pass@cache:6379/0",
+            }
+        )
+    )
+    assert values["CLARION_DATABASE_URL"] == "postgresql://clarion:***@db:5432/clarion"
+    assert values["CLARION_BROKER_URL"] == "amqp://guest:***@rabbit:5672/"
+    assert values["CLARION_REDIS_URL"] == "redis://:***@cache:6379/0"
+
+
+def test_safe_url_leaves_urls_without_a_password_alone() -> None:
+    from clarion.core.settings import safe_url
+
+    assert safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert safe_url("postgresql://clarion@db/clarion") == "postgresql://clarion@db/clarion"
+    assert safe_url("notifications@clarion.invalid") == "notifications@clarion.invalid"
+    assert safe_url("amqp://u:p@host:notaport/") == "amqp://u:***@host:notaport/"
+    # Unparseable: only what follows the credentials is kept.
+    assert safe_url("redis://u:p@[::1/0") == "[::1/0"

@@ -303,7 +303,11 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
         job = item.job
         accepted = item.status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
         counted = accepted or (bool(item.attempts) and item.counts_attempt)
-        throttled = any(a.outcome is AttemptOutcome.THROTTLED for a in item.attempts)
+        # A retry that burnt no attempt (a throttle, a wait while the provider is
+        # down) is counted here instead, so that such waits stay bounded.
+        throttled = any(a.outcome is AttemptOutcome.THROTTLED for a in item.attempts) or (
+            bool(item.attempts) and not item.counts_attempt and item.status is DeliveryStatus.QUEUED
+        )
         response = _combined_response(item.attempts) if item.attempts else None
         first_ok = next((a for a in item.attempts if a.outcome in _ACCEPTED), None)
         retry = item.status is DeliveryStatus.QUEUED

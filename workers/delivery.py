@@ -37,6 +37,7 @@ from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
 from models.writeback import AttemptRecord, SendJob, WriteBack
+from workers.outage import OutageTracker, provider_key
 from workers.retry_policy import Action, RetryPolicy, decide
 
 log = logging.getLogger("clarion.delivery")
@@ -85,8 +86,10 @@ class Deliverer:
         lease_seconds: float,
         queued_lease_seconds: float = 3600.0,
         writeback_deadline: float = 60.0,
+        outages: OutageTracker | None = None,
     ) -> None:
         self.store = store
+        self.outages = outages or OutageTracker()
         self.providers = providers
         self.policy = policy
         self.lease_seconds = lease_seconds
@@ -187,7 +190,9 @@ class Deliverer:
                 f"{provider.name} reported the address invalid or unregistered",
             )
 
+        outage_key = provider_key(provider.name, targets[0][1].to)
         if receipts:
+            self.outages.succeeded(outage_key)
             delivered = any(r.delivered for r in receipts)
             self._write(
                 self.store.write_back,
@@ -208,13 +213,17 @@ class Deliverer:
 
         error = _worst(errors)
         attempts = job.attempts + 1
-        throttles = job.throttles + (1 if isinstance(error, ThrottledError) else 0)
+        down = False
+        if error.retryable and not isinstance(error, ThrottledError):
+            down = self.outages.failed(outage_key)
+        waits = isinstance(error, ThrottledError) or down
         decision = decide(
             error,
             attempts=attempts,
-            throttles=throttles,
+            throttles=job.throttles + (1 if waits else 0),
             max_attempts=job.max_attempts,
             policy=self.policy,
+            provider_down=down,
         )
         text = f"{type(error).__name__}: {error}"
         if decision.action is Action.RETRY:

@@ -10,6 +10,10 @@
   does not burn an attempt, but at most ``max_throttles`` are honoured before
   the delivery is exhausted, so a provider that always answers 429 cannot
   keep a message forever.
+* retryable while the provider is down (``provider_down``: it failed this way
+  for several deliveries in a row, see ``workers.outage``): wait the backoff
+  without burning an attempt, counted with the throttles and bounded by the
+  same ``max_throttles``, so an outage does not fail the messages sent in it.
 * permanent and bad-address errors: fail at once, no attempt burnt beyond the
   one that was made, no dead letter (retrying cannot help).
 """
@@ -67,13 +71,14 @@ def decide(
     throttles: int,
     max_attempts: int,
     policy: RetryPolicy,
+    provider_down: bool = False,
     rng: random.Random | None = None,
 ) -> Decision:
     """What to do after ``error``.
 
     ``attempts`` counts the attempts made so far *including* the one that
-    failed; ``throttles`` the throttled answers so far, including this one if
-    it was a throttle.
+    failed; ``throttles`` the waits that burnt no attempt so far (throttles and
+    outage waits), including this one if it is such a wait.
     """
     if isinstance(error, BadAddressError):
         return Decision(Action.FAIL, reason="bad address")
@@ -91,6 +96,19 @@ def decide(
         else:
             delay = min(backoff(throttles, policy, rng), policy.max_retry_after)
         return Decision(Action.RETRY, delay=delay, counts_attempt=False, reason="throttled")
+    if error.retryable and provider_down:
+        if throttles > policy.max_throttles:
+            return Decision(
+                Action.EXHAUSTED,
+                counts_attempt=False,
+                reason=f"provider down through {throttles} waits (limit {policy.max_throttles})",
+            )
+        return Decision(
+            Action.RETRY,
+            delay=backoff(throttles, policy, rng),
+            counts_attempt=False,
+            reason="provider down",
+        )
     if error.retryable:
         if attempts >= max_attempts:
             return Decision(Action.EXHAUSTED, reason=f"{attempts} of {max_attempts} attempts made")

@@ -137,6 +137,11 @@ class HTTPSandbox:
         with self._lock:
             self._faults.extend([fault] * times)
 
+    def clear_faults(self) -> None:
+        """Drop the faults not used yet (an outage that ends)."""
+        with self._lock:
+            self._faults.clear()
+
     def reset(self) -> None:
         """Forget recorded requests and pending faults; latency back to 0."""
         with self._lock:

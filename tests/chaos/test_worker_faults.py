@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -138,3 +139,48 @@ def test_a_throttling_provider_is_not_called_before_its_retry_after(stacks: Any,
     assert len(throttled) == 40, len(throttled)  # every 429 was retried, once
     for key, times in throttled.items():
         assert times[1] - times[0] >= retry_after, (key, times)
+
+
+def test_a_provider_outage_of_30_seconds_fails_no_notification(stacks: Any, pl: Any) -> None:
+    # The production retry settings: 3 attempts, backoff from 5 s. Without the
+    # outage rule, three attempts would all fall inside the outage.
+    st = stacks(
+        "outage",
+        CLARION_RETRY_MIN_BACKOFF="5",
+        CLARION_RETRY_MAX_BACKOFF="3600",
+        CLARION_POLL_INTERVAL="0.5",
+    )
+    st.worker(threads=THREADS)
+    st.scheduler()
+    st.wait_ready()
+    hook = pl.sandboxes.webhook
+    hook.fail(Fault(status=503), times=1_000_000)
+    user = pl.user(webhook=True)
+    ids = pl.insert(user, ["webhook"], count=60)
+    wait_until(
+        lambda: len(pl.webhook_requests(user)) >= 60,
+        30,
+        "every delivery tried once in the outage",
+    )
+    # The outage lasts 30 s from its first failed request.
+    first = min(r.at for r in pl.webhook_requests(user))
+    wait_until(lambda: time.time() >= first + 30, 40, "the outage's 30 s to pass")
+    assert statuses(pl, ids)["failed"] == 0, "a notification failed inside the outage"
+    hook.clear_faults()
+
+    def all_delivered() -> bool:
+        now = statuses(pl, ids)
+        assert now["failed"] == 0, f"a notification failed after the outage: {dict(now)}"
+        return now["delivered"] == len(ids)
+
+    wait_until(all_delivered, 120, "every notification delivered after the outage")
+    with pl.engine.connect() as conn:
+        failed_attempts = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM delivery_attempts a JOIN notification_deliveries d "
+                "USING (delivery_id) WHERE d.notification_id = ANY(:ids) "
+                "AND a.outcome <> 'delivered'"
+            ),
+            {"ids": ids},
+        ).scalar_one()
+    assert failed_attempts >= 60  # every delivery met the outage at least once

@@ -135,6 +135,25 @@ def cmd_gateway(_args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from clarion.core.db import make_engine, session_factory
+    from models.retention import TABLES, Retention, RetentionPolicy, check_targets
+
+    settings = _settings()
+    tables = check_targets(args.table)  # an unknown table: exit 2, naming it
+    engine = make_engine(settings.effective_database_url)
+    try:
+        retention = Retention(session_factory(engine), RetentionPolicy.from_settings(settings))
+        run = retention.count if args.dry_run else retention.purge
+        report = run(tables=tables)
+    finally:
+        engine.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    for table in TABLES:
+        print(f"{table:<24} {verb} {report.counts[table]}")
+    return ExitCode.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clarion.demo import run_demo
 
@@ -184,6 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = sub.add_parser("gateway", help="run the real-time WebSocket gateway")
     gateway.set_defaults(func=cmd_gateway)
+
+    purge = sub.add_parser(
+        "purge", help="delete rows past their retention (CLARION_RETENTION_*), in small batches"
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted; delete nothing"
+    )
+    purge.add_argument(
+        "--table",
+        action="append",
+        metavar="TABLE",
+        help="only this table (repeatable): notifications (with their deliveries and "
+        "attempts), delivery_attempts, real_time_events, websocket_connections",
+    )
+    purge.set_defaults(func=cmd_purge)
 
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")
     demo.set_defaults(func=cmd_demo)

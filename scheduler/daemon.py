@@ -7,7 +7,9 @@ One loop, several duties, each in a transaction of its own:
    (``FOR UPDATE SKIP LOCKED``: any number of schedulers may run), create one
    queued delivery per channel with a lease, commit, then enqueue one message
    per delivery on its channel's queue;
-3. queue again the deliveries whose lease ran out with no outcome.
+3. queue again the deliveries whose lease ran out with no outcome;
+4. every ``retention_interval``, purge rows past retention
+   (:mod:`models.retention`) for at most ``retention_max_seconds``.
 
 It sleeps until the next of: a ``NOTIFY clarion_notifications`` (sent by a
 trigger on every INSERT into ``notifications``, whether from ``notify()`` or
@@ -33,6 +35,7 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
 from clarion.core.clock import utcnow
 from models.claims import Claims
+from models.retention import Retention
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")
@@ -60,6 +63,9 @@ class Scheduler:
         lease_seconds: float = 3600.0,
         poll_interval: float = 2.0,
         listen_url: str | None = None,
+        retention: Retention | None = None,
+        retention_interval: float = 300.0,
+        retention_max_seconds: float = 1.0,
     ) -> None:
         self.claims = claims
         self.broker = broker
@@ -68,6 +74,10 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.listen_url = listen_url
+        self.retention = retention
+        self.retention_interval = retention_interval
+        self.retention_max_seconds = retention_max_seconds
+        self._last_purge: float | None = None
         self.stats = SchedulerStats()
         self._stop = threading.Event()
         self._pending: list[dramatiq.Message[Any]] = []
@@ -173,6 +183,7 @@ class Scheduler:
                     log.error("database unavailable (%s); retrying", type(exc).__name__)
                     self._stop.wait(min(self.poll_interval, 1.0))
                     continue
+                self._purge_old_rows()
                 self._wait(self._sleep_budget())
         finally:
             if self._listener is not None:
@@ -182,6 +193,33 @@ class Scheduler:
                 self.stats.enqueued,
                 self.stats.reclaimed,
                 self.stats.cancelled,
+            )
+
+    def _purge_old_rows(self) -> None:
+        """Housekeeping between batches: bounded in time, and never fatal to claiming."""
+        if self.retention is None:
+            return
+        now = time.monotonic()
+        if self._last_purge is not None and now - self._last_purge < self.retention_interval:
+            return
+        self._last_purge = now
+        try:
+            report = self.retention.purge(
+                max_seconds=self.retention_max_seconds, should_stop=self._stop.is_set
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            # Old rows can wait for the next interval; due notifications cannot.
+            log.warning(
+                "retention purge failed (%s); next try in %.0f s",
+                type(exc).__name__,
+                self.retention_interval,
+            )
+            return
+        if report.total:
+            log.info(
+                "retention: deleted %s%s",
+                ", ".join(f"{n} {table}" for table, n in report.counts.items() if n),
+                "" if report.complete else " (more left for the next run)",
             )
 
     def _sleep_budget(self) -> float:

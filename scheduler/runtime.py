@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings
 from models.claims import Claims
+from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
 
 
@@ -24,12 +25,16 @@ def build_scheduler(
         listen_url = (
             sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
+    sessions = session_factory(engine)
     return Scheduler(
-        Claims(session_factory(engine)),
+        Claims(sessions),
         broker,
         actors,
         batch_size=settings.batch_size,
         lease_seconds=settings.queued_lease_seconds,
         poll_interval=settings.poll_interval,
         listen_url=listen_url,
+        retention=Retention(sessions, RetentionPolicy.from_settings(settings)),
+        retention_interval=settings.retention_interval,
+        retention_max_seconds=settings.retention_max_seconds,
     )

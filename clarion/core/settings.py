@@ -43,6 +43,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _days(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError(f"must be a number of days, 0 or more (0 keeps the rows), got {raw!r}")
+    return value
+
+
 def _str(raw: str) -> str:
     return raw
 
@@ -335,6 +342,62 @@ class Settings:
         _positive_int,
         "Largest frame accepted from a client, bytes.",
     )
+    # --- retention (models.retention; run by the scheduler and `clarion purge`) ---------
+    retention_interval: float = setting(
+        "CLARION_RETENTION_INTERVAL",
+        300.0,
+        _positive_float,
+        "Seconds between two purges of old rows by each scheduler.",
+    )
+    retention_max_seconds: float = setting(
+        "CLARION_RETENTION_MAX_SECONDS",
+        1.0,
+        _positive_float,
+        "Longest a scheduler's purge may run before it goes back to claiming (the rest waits "
+        "for the next run); `clarion purge` runs to the end.",
+    )
+    retention_batch_size: int = setting(
+        "CLARION_RETENTION_BATCH_SIZE",
+        1000,
+        _positive_int,
+        "Rows deleted per purge transaction (short transactions, short row locks).",
+    )
+    retention_notifications_days: float = setting(
+        "CLARION_RETENTION_NOTIFICATIONS_DAYS",
+        30.0,
+        _days,
+        "Notifications sent, delivered, read, clicked or cancelled are deleted this many days "
+        "after created_at, with their deliveries and attempts. 0 keeps them.",
+    )
+    retention_failed_days: float = setting(
+        "CLARION_RETENTION_FAILED_DAYS",
+        90.0,
+        _days,
+        "Failed notifications are deleted this many days after created_at, with their "
+        "deliveries and attempts. 0 keeps them.",
+    )
+    retention_attempts_days: float = setting(
+        "CLARION_RETENTION_ATTEMPTS_DAYS",
+        0.0,
+        _days,
+        "delivery_attempts rows older than this many days are trimmed from notifications that "
+        "are kept (never from a delivery still queued or sending). 0 (default): kept as long "
+        "as their notification.",
+    )
+    retention_events_days: float = setting(
+        "CLARION_RETENTION_EVENTS_DAYS",
+        1.0,
+        _days,
+        "real_time_events whose retention_policy is 'standard' are deleted this many days after "
+        "generated_at; must cover CLARION_EVENT_HISTORY_SECONDS (the resume window). 0 keeps them.",
+    )
+    retention_connections_days: float = setting(
+        "CLARION_RETENTION_CONNECTIONS_DAYS",
+        7.0,
+        _days,
+        "websocket_connections rows disconnected more than this many days ago are deleted. "
+        "0 keeps them.",
+    )
     # --- logging --------------------------------------------------------------------
     log_level: str = setting(
         "CLARION_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level."
@@ -360,6 +423,13 @@ class Settings:
         if settings.retry_max_backoff < settings.retry_min_backoff:
             raise SettingsError(
                 "CLARION_RETRY_MAX_BACKOFF", "must not be smaller than CLARION_RETRY_MIN_BACKOFF"
+            )
+        events_kept = settings.retention_events_days * 86400.0
+        if 0 < events_kept < settings.event_history_seconds:
+            # A resuming client would be told "gap" for events the window promises.
+            raise SettingsError(
+                "CLARION_RETENTION_EVENTS_DAYS",
+                "must keep events at least CLARION_EVENT_HISTORY_SECONDS (the resume window)",
             )
         return settings
 

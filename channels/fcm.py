@@ -40,6 +40,7 @@ from pyfcm import FCMNotification
 from pyfcm.errors import FCMError, FCMServerError
 from requests.adapters import HTTPAdapter
 
+from channels import limits
 from channels.base import (
     MAX_ERROR_TEXT,
     BadAddressError,
@@ -299,6 +300,9 @@ class FCMProvider(Provider):
                 disable_address=True,
                 response={"error": "invalid_token_shape"},
             )
+        too_large = limits.overrun(message)
+        if too_large is not None:
+            raise limits.too_large_error(self.name, too_large)
         data = self._data(message)
         try:
             result = self._fcm.notify(

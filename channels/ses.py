@@ -24,6 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
+from channels import limits
 from channels.base import (
     JSON,
     BadAddressError,
@@ -152,6 +153,9 @@ class SESProvider(Provider):
         )
 
     def send(self, message: OutgoingMessage) -> Receipt:
+        too_large = limits.overrun(message)
+        if too_large is not None:
+            raise limits.too_large_error(self.name, too_large)
         body: dict[str, Any] = {"Text": {"Data": message.body, "Charset": "UTF-8"}}
         if message.html:
             body["Html"] = {"Data": message.html, "Charset": "UTF-8"}

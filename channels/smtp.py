@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import TYPE_CHECKING
 
+from channels import limits
 from channels.base import (
     JSON,
     BadAddressError,
@@ -126,6 +127,9 @@ class SMTPProvider(Provider):
         return mail
 
     def send(self, message: OutgoingMessage) -> Receipt:
+        too_large = limits.overrun(message)
+        if too_large is not None:
+            raise limits.too_large_error(self.name, too_large)
         if not _plausible_address(message.to):
             raise BadAddressError("not an email address", provider=self.name)
         try:

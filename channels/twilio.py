@@ -33,6 +33,7 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from channels import limits
 from channels.addresses import is_valid_e164
 from channels.base import (
     MAX_ERROR_TEXT,
@@ -200,6 +201,9 @@ class TwilioProvider(Provider):
                 provider=self.name,
                 response={"error": "body_too_long", "length": len(text)},
             )
+        too_large = limits.overrun(message)
+        if too_large is not None:
+            raise limits.too_large_error(self.name, too_large)
         extra: dict[str, str] = dict(self._sender)
         if self._status_callback:
             extra["status_callback"] = self._status_callback
@@ -277,12 +281,4 @@ class TwilioProvider(Provider):
 
 def sms_text(message: OutgoingMessage) -> str:
     """The SMS text: title line (unless empty or repeated by the body), body, action URL."""
-    parts: list[str] = []
-    title, body = message.title.strip(), message.body.strip()
-    if title and not body.startswith(title):
-        parts.append(title)
-    if body:
-        parts.append(body)
-    if message.action_url:
-        parts.append(message.action_url)
-    return "\n".join(parts)
+    return limits.sms_text(message.title, message.body, message.action_url)

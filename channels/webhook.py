@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import httpcore
 import httpx
 
+from channels import limits
 from channels.base import (
     JSON,
     BadAddressError,
@@ -317,6 +318,9 @@ class WebhookProvider(Provider):
                 provider=self.name,
                 response={"scheme": url.scheme},
             )
+        too_large = limits.overrun(message)
+        if too_large is not None:
+            raise limits.too_large_error(self.name, too_large)
         # Stable across retries, so the receiver can deduplicate (Standard Webhooks).
         msg_id = message.idempotency_key or str(message.delivery_id)
         timestamp = int(time.time())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,9 +17,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from channels.base import OutgoingMessage
+from channels.limits import overrun
 from clarion.core.db import get_engine, session_factory
 from clarion.core.errors import NotFoundError, TemplateError, ValidationError
-from clarion.core.parse import as_enum, as_enum_list, as_optional_uuid, as_uuid
+from clarion.core.parse import (
+    as_enum,
+    as_enum_list,
+    as_json,
+    as_optional_uuid,
+    as_text,
+    as_uuid,
+    check_text,
+    shown,
+)
 from clarion.core.settings import get_settings
 from clarion.templating import render
 from models import (
@@ -34,11 +44,21 @@ from models import (
 
 UUIDLike = uuid.UUID | str
 
+# The documented limits of notify()'s arguments (README, "Creating
+# notifications"). Texts in characters (title, action URL and label are
+# bounded by their columns); JSON arguments in bytes of compact UTF-8 JSON.
+# A channel may carry less: see channels.limits, checked for the chosen channels.
 TITLE_MAX = 255
+MESSAGE_MAX = 100_000
 ACTION_URL_MAX = 500
 ACTION_LABEL_MAX = 100
 IDEMPOTENCY_KEY_MAX = 255
+TEMPLATE_KEY_MAX = 200
 MAX_ATTEMPTS_LIMIT = 100
+TEMPLATE_DATA_MAX_BYTES = 64 * 1024
+RICH_CONTENT_MAX_BYTES = 64 * 1024
+METADATA_MAX_BYTES = 16 * 1024
+TAGS_MAX_BYTES = 4 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +171,10 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     template_data = r.template_data
 
     user = as_uuid(r.user_id, "user_id")
+    # Checked before rendering, so that a bad value is named as template_data
+    # and not as the title or message it would have ended up in.
+    if template_data is not None:
+        _template_data(template_data)
     tmpl = _load_template(session, r.template) if r.template is not None else None
     if tmpl is not None:
         if title is not None or message is not None:
@@ -168,8 +192,6 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         priority = priority if priority is not None else tmpl.priority
         channels = channels if channels is not None else tmpl.channels
     else:
-        if template_data is not None:
-            _template_data(template_data)
         if title is None or message is None:
             raise ValidationError(
                 "title" if title is None else "message",
@@ -187,19 +209,19 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
             Priority, Priority.NORMAL if priority is None else priority, "priority"
         ),
         "title": _text("title", title, TITLE_MAX),
-        "message": _text("message", message, None),
+        "message": _text("message", message, MESSAGE_MAX),
         "auction_id": as_optional_uuid(r.auction_id, "auction_id"),
         "bid_id": as_optional_uuid(r.bid_id, "bid_id"),
         "item_id": as_optional_uuid(r.item_id, "item_id"),
         "action_url": _action_url(r.action_url),
         "action_label": _optional_text("action_label", r.action_label, ACTION_LABEL_MAX),
-        "rich_content": _json("rich_content", r.rich_content),
+        "rich_content": _json("rich_content", r.rich_content, RICH_CONTENT_MAX_BYTES),
         "template_id": tmpl.template_id if tmpl is not None else None,
         "template_data": (
-            _json("template_data", dict(template_data)) if template_data is not None else None
+            dict(_template_data(template_data)) if template_data is not None else None
         ),
-        "tags": _json("tags", r.tags),
-        "metadata": _json("metadata", r.metadata),
+        "tags": _json("tags", r.tags, TAGS_MAX_BYTES),
+        "metadata": _json("metadata", r.metadata, METADATA_MAX_BYTES),
         "max_attempts": _max_attempts(r.max_attempts),
         "idempotency_key": _optional_text(
             "idempotency_key", r.idempotency_key, IDEMPOTENCY_KEY_MAX
@@ -211,7 +233,40 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     # The spec's single-valued notification_type is the first (primary) channel.
     values["notification_type"] = chosen[0]
     values["scheduled_at"], values["expires_at"] = _schedule(r.scheduled_at, r.expires_at)
+    _check_channel_limits(values, chosen, html=tmpl is not None and tmpl.body_format == "html")
     return _insert(session, values)
+
+
+def _check_channel_limits(values: dict[str, Any], chosen: list[Channel], *, html: bool) -> None:
+    """Refuse a notification one of its channels could not carry, naming the channel.
+
+    The message is measured as the worker will build it (the same data
+    fields, ids of the same length), with the limits the adapters enforce
+    again at send time.
+    """
+    data = {
+        "notification_id": str(uuid.uuid4()),
+        "category": Category(values["category"]).value,
+        "priority": Priority(values["priority"]).value,
+    }
+    if values["auction_id"] is not None:
+        data["auction_id"] = str(values["auction_id"])
+    for channel in chosen:
+        message = OutgoingMessage(
+            notification_id=uuid.uuid4(),
+            delivery_id=uuid.uuid4(),
+            channel=channel,
+            to="",
+            title=values["title"],
+            body=values["message"],
+            html=values["message"] if html else None,
+            action_url=values["action_url"],
+            action_label=values["action_label"],
+            data=data,
+        )
+        too_large = overrun(message)
+        if too_large is not None:
+            raise ValidationError("message", f"too large for channel {channel.value}: {too_large}")
 
 
 # --- insertion -----------------------------------------------------------------
@@ -254,8 +309,9 @@ def _insert(session: Session, values: dict[str, Any]) -> Notification:
 
 
 def _load_template(session: Session, key: str) -> NotificationTemplate:
-    if not isinstance(key, str) or key.count("/") != 1:
-        raise ValidationError("template", f"expected 'auction_type/event', got {key!r}")
+    if not isinstance(key, str) or key.count("/") != 1 or len(key) > TEMPLATE_KEY_MAX:
+        raise ValidationError("template", f"expected 'auction_type/event', got {shown(key)}")
+    check_text(key, "template")
     auction_type, event = key.split("/")
     tmpl = session.scalars(
         sa.select(NotificationTemplate).where(
@@ -272,14 +328,8 @@ def _load_template(session: Session, key: str) -> NotificationTemplate:
 # --- validation ------------------------------------------------------------------
 
 
-def _text(field: str, value: object, limit: int | None) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError(field, "must not be empty")
-    if limit is not None and len(value) > limit:
-        raise ValidationError(field, f"is {len(value)} characters long; the limit is {limit}")
-    return value
+def _text(field: str, value: object, limit: int) -> str:
+    return as_text(value, field, limit=limit)
 
 
 def _optional_text(field: str, value: object, limit: int) -> str | None:
@@ -293,14 +343,8 @@ def _action_url(value: str | None) -> str | None:
     return url
 
 
-def _json(field: str, value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(field, f"must be JSON-serialisable: {exc}") from None
-    return value
+def _json(field: str, value: Any, limit: int) -> Any:
+    return None if value is None else as_json(value, field, limit=limit)
 
 
 def _template_data(value: object) -> Mapping[str, Any]:
@@ -308,12 +352,13 @@ def _template_data(value: object) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValidationError("template_data", "expected a mapping of names to values")
-    return value
+    plain: dict[str, Any] = as_json(value, "template_data", limit=TEMPLATE_DATA_MAX_BYTES)
+    return plain
 
 
 def _max_attempts(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("max_attempts", f"expected an integer, got {value!r}")
+        raise ValidationError("max_attempts", f"expected an integer, got {shown(value)}")
     if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
         raise ValidationError("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     return value
@@ -326,7 +371,10 @@ def _aware(field: str, value: object) -> dt.datetime | None:
         raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be timezone-aware (e.g. datetime.now(UTC))")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. datetime.max at a negative offset
+        raise ValidationError(field, "is out of range") from None
 
 
 def _schedule(

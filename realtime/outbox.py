@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from clarion.core.db import get_engine, is_postgres, session_factory
 from clarion.core.errors import ValidationError
-from clarion.core.parse import as_enum, as_optional_uuid, as_uuid
+from clarion.core.parse import as_enum, as_json, as_optional_uuid, as_text, as_uuid
 from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
 from models.realtime import EVENT_SEQUENCE, RealTimeEvent
@@ -47,6 +47,21 @@ from realtime.wire import encode_event
 log = logging.getLogger("clarion.events")
 
 UUIDLike = uuid.UUID | str
+
+# The documented limits of publish_event()'s arguments: texts in characters
+# (bounded by their columns), JSON in bytes of compact UTF-8 JSON.
+EVENT_TYPE_MAX = 100
+CORRELATION_ID_MAX = 255
+RETENTION_POLICY_MAX = 50
+TOPIC_MAX = 200
+MAX_TOPICS = 100
+MAX_AUDIENCE = 10_000
+MAX_CAUSAL_EVENTS = 100
+MAX_ACK_TIMEOUT = 86_400
+EVENT_DATA_MAX_BYTES = 64 * 1024
+EVENT_METADATA_MAX_BYTES = 16 * 1024
+EXPECTED_IMPACTS_MAX_BYTES = 16 * 1024
+TAGS_MAX_BYTES = 4 * 1024
 
 _PENDING_KEY = "clarion_pending_events"
 _HOOKED_KEY = "clarion_events_hooked"
@@ -168,11 +183,13 @@ def publish_event(
 
 def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeEvent:
     """Check ``spec``, insert its row in ``session`` and publish it to ``outlet`` after commit."""
-    event_type = spec.event_type
-    if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
-        raise ValidationError("event_type", "must be a non-empty string of at most 100 characters")
+    event_type = as_text(spec.event_type, "event_type", limit=EVENT_TYPE_MAX)
     if not isinstance(spec.event_data, Mapping):
         raise ValidationError("event_data", "must be a JSON object")
+    event_data = as_json(spec.event_data, "event_data", limit=EVENT_DATA_MAX_BYTES)
+    metadata = _optional_json(spec.event_metadata, "event_metadata", EVENT_METADATA_MAX_BYTES)
+    impacts = _optional_json(spec.expected_impacts, "expected_impacts", EXPECTED_IMPACTS_MAX_BYTES)
+    tags = _optional_json(spec.tags, "tags", TAGS_MAX_BYTES)
     visibility = as_enum(Visibility, spec.visibility, "visibility")
     priority = as_enum(EventPriority, spec.priority, "priority")
     category_arg = spec.category if spec.category is not None else spec.event_category
@@ -184,27 +201,51 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         else _default_category(event_type, auction_id)
     )
     audience = None
-    target_audience = spec.target_audience
-    if target_audience is not None:
-        if isinstance(target_audience, str | bytes) or not isinstance(target_audience, Sequence):
-            raise ValidationError("target_audience", "must be a list of user ids")
-        audience = [str(as_uuid(u, "target_audience")) for u in target_audience]
+    if spec.target_audience is not None:
+        targets = _sequence(spec.target_audience, "target_audience", MAX_AUDIENCE)
+        audience = [str(as_uuid(u, "target_audience")) for u in targets]
     if visibility is Visibility.TARGETED and not audience:
         raise ValidationError("target_audience", "a targeted event needs at least one user id")
     if visibility is Visibility.PRIVATE and user_id is None:
         raise ValidationError("user_id", "a private event needs the user it belongs to")
-    channels = list(spec.broadcast_channels or [category.value])
-    if not all(isinstance(c, str) and c and not c.startswith("auction:") for c in channels):
-        raise ValidationError(
-            "broadcast_channels", "must be topic names (non-empty, not starting with 'auction:')"
-        )
+    channels = (
+        _sequence(spec.broadcast_channels, "broadcast_channels", MAX_TOPICS)
+        if spec.broadcast_channels
+        else [category.value]
+    )
+    for topic in channels:
+        as_text(topic, "broadcast_channels", limit=TOPIC_MAX)
+        if topic.startswith("auction:"):
+            raise ValidationError(
+                "broadcast_channels",
+                "must be topic names (non-empty, not starting with 'auction:')",
+            )
+    correlation_id = (
+        None
+        if spec.correlation_id is None
+        else as_text(spec.correlation_id, "correlation_id", limit=CORRELATION_ID_MAX)
+    )
+    retention_policy = as_text(
+        spec.retention_policy, "retention_policy", limit=RETENTION_POLICY_MAX
+    )
     ack_timeout = spec.ack_timeout
-    if not isinstance(ack_timeout, int) or ack_timeout <= 0:
+    if isinstance(ack_timeout, bool) or not isinstance(ack_timeout, int):
         raise ValidationError("ack_timeout", "must be a positive number of seconds")
+    if not 0 < ack_timeout <= MAX_ACK_TIMEOUT:
+        raise ValidationError("ack_timeout", f"must be between 1 and {MAX_ACK_TIMEOUT} seconds")
     expires_at = spec.expires_at
-    if expires_at is not None and expires_at.tzinfo is None:
-        raise ValidationError("expires_at", "must be timezone-aware")
-    causal = spec.causal_events
+    if expires_at is not None:
+        if not isinstance(expires_at, dt.datetime):
+            raise ValidationError(
+                "expires_at", f"expected a datetime, got {type(expires_at).__name__}"
+            )
+        if expires_at.tzinfo is None or expires_at.utcoffset() is None:
+            raise ValidationError("expires_at", "must be timezone-aware")
+    causal = (
+        None
+        if spec.causal_events is None
+        else _sequence(spec.causal_events, "causal_events", MAX_CAUSAL_EVENTS)
+    )
     now = dt.datetime.now(dt.UTC)
     row = RealTimeEvent(
         event_id=uuid.uuid4(),
@@ -214,8 +255,8 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         user_id=user_id,
         bid_id=as_optional_uuid(spec.bid_id, "bid_id"),
         item_id=as_optional_uuid(spec.item_id, "item_id"),
-        event_data=dict(spec.event_data),
-        event_metadata=spec.event_metadata,
+        event_data=event_data,
+        event_metadata=metadata,
         priority=priority,
         visibility=visibility,
         target_audience=audience,
@@ -224,21 +265,34 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
             session, ([f"auction:{auction_id}"] if auction_id else []) + channels
         ),
         previous_event_id=as_optional_uuid(spec.previous_event_id, "previous_event_id"),
-        correlation_id=spec.correlation_id,
+        correlation_id=correlation_id,
         causal_events=[str(as_uuid(c, "causal_events")) for c in causal] if causal else None,
-        expected_impacts=spec.expected_impacts,
+        expected_impacts=impacts,
         generated_at=now,
         expires_at=expires_at,
-        retention_policy=spec.retention_policy,
+        retention_policy=retention_policy,
         ack_required=bool(spec.ack_required),
         ack_timeout=ack_timeout,
-        tags=spec.tags,
+        tags=tags,
         created_at=now,
     )
     session.add(row)
     session.flush()
     _after_commit(session, row, outlet)
     return row
+
+
+def _optional_json(value: object, field: str, limit: int) -> Any:
+    return None if value is None else as_json(value, field, limit=limit)
+
+
+def _sequence(value: object, field: str, limit: int) -> list[Any]:
+    """``value`` as a list of at most ``limit`` items (a string is not a list of letters)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValidationError(field, f"expected a list, got {type(value).__name__}")
+    if len(value) > limit:
+        raise ValidationError(field, f"has {len(value)} items; the limit is {limit}")
+    return list(value)
 
 
 def _next_sequence(session: Session, keys: Sequence[str]) -> int:

@@ -24,11 +24,13 @@ import uuid
 from typing import Any
 
 from clarion.core.errors import ValidationError
-from clarion.core.parse import as_uuid
+from clarion.core.parse import as_uuid, shown, text_problem
 
 #: Topics plus auctions one connection may hold.
 MAX_SUBSCRIPTIONS = 1000
 MAX_TOPIC_LENGTH = 200
+#: Sequence numbers are PostgreSQL bigints; a larger one would fail the history query.
+MAX_SEQ = 2**63 - 1
 
 
 class ProtocolError(Exception):
@@ -119,8 +121,10 @@ def _topics(value: Any) -> tuple[str, ...]:
             or not topic
             or len(topic) > MAX_TOPIC_LENGTH
             or topic.startswith("auction:")
+            # A topic is looked up in the events' JSONB: PostgreSQL refuses NUL there.
+            or text_problem(topic) is not None
         ):
-            raise ProtocolError("bad_topic", f"bad topic {topic!r}")
+            raise ProtocolError("bad_topic", f"bad topic {shown(topic)}")
     return tuple(value)
 
 
@@ -133,12 +137,14 @@ def _auctions(value: Any) -> tuple[str, ...]:
 def _last_seq(value: Any) -> dict[str, int]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or len(value) > MAX_SUBSCRIPTIONS:
         raise ProtocolError("bad_frame", "last_seq maps subscriptions to sequence numbers")
     result: dict[str, int] = {}
     for key, seq in value.items():
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ProtocolError("bad_frame", f"last_seq[{key!r}] must be an integer >= 0")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+            raise ProtocolError(
+                "bad_frame", f"last_seq[{shown(key)}] must be an integer from 0 to {MAX_SEQ}"
+            )
         if key.startswith("auction:"):
             key = "auction:" + str(_uuid(key.removeprefix("auction:"), "last_seq"))
         result[key] = seq

@@ -6,7 +6,8 @@ Added beside the contract, never instead of it:
 * ``notification_templates``: the target of the spec's ``template_id``;
 * ``user_addresses``: where a user is reached per channel;
 * ``notification_deliveries``: one row per notification and channel, the
-  state machine the workers move (queued -> sending -> sent/delivered/failed);
+  state machine the workers move (queued -> sending -> sent/delivered/failed),
+  with the token of its current take (``take_token``, revision 0002);
 * ``delivery_attempts``: the history of every provider call.
 """
 
@@ -221,6 +222,10 @@ class Delivery(Base):
     throttles: Mapped[int] = mapped_column(sa.Integer, server_default="0", default=0)
     #: A claim with no outcome by then is enqueued again by the scheduler.
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Names the current take (queued -> sending) of this delivery; the
+    #: write-back applies only while it still matches and clears it, so a
+    #: write-back replayed after a lost commit acknowledgement changes nothing.
+    take_token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     queue_name: Mapped[str | None] = mapped_column(sa.String(64))
     message_id: Mapped[str | None] = mapped_column(sa.String(64))
     provider: Mapped[str | None] = mapped_column(sa.String(50))

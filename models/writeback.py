@@ -10,6 +10,14 @@ falls with the load instead of rising with it. The single-delivery methods of
 one idiom (SQLAlchemy Core on a connection; the ORM session cost more CPU
 than the statements here).
 
+Idempotence: every take (queued -> sending) writes a fresh ``take_token``
+on the delivery and hands it out in the :class:`SendJob`. The write-back
+applies only to deliveries whose token still matches, and clears it. A
+write-back retried after its COMMIT succeeded but the acknowledgement was
+lost (the connection dropped after commit) therefore finds no match and
+changes nothing: no second attempt row, no attempt counted twice. A genuine
+later attempt comes from a later take, with a token of its own.
+
 Lock order, to stay free of deadlocks between concurrent batches: a batch
 locks the notifications it rolls up in ``notification_id`` order
 (:func:`models.rollup.lock_notifications`) before it touches their deliveries.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +57,8 @@ __all__ = [
     "write_back",
 ]
 
+log = logging.getLogger("clarion.writeback")
+
 _D: sa.Table = Delivery.__table__  # type: ignore[assignment]
 _N: sa.Table = Notification.__table__  # type: ignore[assignment]
 _T: sa.Table = NotificationTemplate.__table__  # type: ignore[assignment]
@@ -66,6 +77,7 @@ _TAKE = (
     .values(
         status=DeliveryStatus.SENDING,
         lease_expires_at=sa.bindparam("lease"),
+        take_token=sa.bindparam("token"),
         updated_at=sa.bindparam("now"),
     )
     .returning(_D.c.delivery_id, _D.c.notification_id, _D.c.channel, _D.c.attempts, _D.c.throttles)
@@ -105,10 +117,22 @@ _DELIVERY_COLUMNS = (
     "dead_lettered_at",
     "updated_at",
 )
+# The takes a batch of write-backs may still apply: locked, so that no
+# concurrent take or write-back changes a token between this read and the
+# UPDATE below.
+_TOKENS = (
+    sa.select(_D.c.delivery_id, _D.c.take_token)
+    .where(_D.c.delivery_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(_D.c.delivery_id)
+    .with_for_update()
+)
 _WRITE_DELIVERY = (
     sa.update(_D)
-    .where(_D.c.delivery_id == sa.bindparam("b_delivery_id"))
-    .values({c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS})
+    .where(
+        _D.c.delivery_id == sa.bindparam("b_delivery_id"),
+        _D.c.take_token == sa.bindparam("b_take_token"),
+    )
+    .values({**{c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS}, "take_token": None})
 )
 _INSERT_ATTEMPTS = sa.insert(_A)
 
@@ -128,6 +152,8 @@ class SendJob:
 
     delivery_id: uuid.UUID
     notification_id: uuid.UUID
+    #: The take that handed this job out; its write-back applies once.
+    take_token: uuid.UUID
     user_id: uuid.UUID
     channel: Channel
     attempts: int
@@ -190,12 +216,17 @@ def take_for_sending(
     while it waited is cancelled here instead of being handed out.
     """
     now = utcnow()
+    # One token per call, shared by the deliveries of this batch: what it must
+    # tell apart is two takes of the same delivery, which are never in the
+    # same call (the conditional UPDATE hands a delivery out once).
+    token = uuid.uuid4()
     result: dict[uuid.UUID, SendJob | None] = dict.fromkeys(delivery_ids)
     taken = conn.execute(
         _TAKE,
         {
             "ids": list(delivery_ids),
             "lease": now + dt.timedelta(seconds=lease_seconds),
+            "token": token,
             "now": now,
         },
     ).all()
@@ -227,6 +258,7 @@ def take_for_sending(
         result[t.delivery_id] = SendJob(
             delivery_id=t.delivery_id,
             notification_id=t.notification_id,
+            take_token=token,
             user_id=note.user_id,
             channel=channel,
             attempts=t.attempts,
@@ -289,17 +321,37 @@ def _cancel(conn: Connection, cancelled: Mapping[str, Sequence[Any]], now: dt.da
 # --- writing outcomes back -----------------------------------------------------------
 
 
-def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
+def write_back(conn: Connection, items: Sequence[WriteBack]) -> list[WriteBack]:
     """Write the outcomes of many deliveries: delivery rows, attempt history, and
-    each notification's rolled-up status, in the caller's transaction."""
+    each notification's rolled-up status, in the caller's transaction.
+
+    Idempotent: an item whose take was written back already (a retry after a
+    lost commit acknowledgement) or was superseded (the delivery was swept
+    and taken again) is skipped. Returns the items skipped.
+    """
     if not items:
-        return
+        return []
     now = utcnow()
     notes = lock_notifications(conn, {i.job.notification_id for i in items})
+    current: dict[uuid.UUID, uuid.UUID | None] = {
+        row.delivery_id: row.take_token
+        for row in conn.execute(_TOKENS, {"ids": list({i.job.delivery_id for i in items})})
+    }
+    applied: list[WriteBack] = []
+    skipped: list[WriteBack] = []
+    for item in items:
+        if current.get(item.job.delivery_id) == item.job.take_token:
+            applied.append(item)
+            # The same take twice in one batch: the first copy clears it.
+            current[item.job.delivery_id] = None
+        else:
+            skipped.append(item)
+    if not applied:
+        return skipped
     delivery_rows = []
     attempt_rows = []
     changes: dict[uuid.UUID, NotificationChange] = defaultdict(NotificationChange)
-    for item in items:
+    for item in applied:
         job = item.job
         accepted = item.status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
         counted = accepted or (bool(item.attempts) and item.counts_attempt)
@@ -315,6 +367,7 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
         delivery_rows.append(
             {
                 "b_delivery_id": job.delivery_id,
+                "b_take_token": job.take_token,
                 "b_status": item.status,
                 "b_attempts": job.attempts + (1 if counted else 0),
                 "b_throttles": job.throttles + (1 if throttled else 0),
@@ -362,6 +415,7 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> None:
     if attempt_rows:
         conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     roll_up(conn, changes, now=now, notes=notes)
+    return skipped
 
 
 def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
@@ -407,9 +461,22 @@ class WriteBackStore:
         self.write_back_many([item])
 
     def write_back_many(self, items: Sequence[WriteBack]) -> None:
-        """Write many deliveries' outcomes in one transaction."""
+        """Write many deliveries' outcomes in one transaction.
+
+        Safe to call again with the same items when the outcome of a call is
+        unknown (a connection lost around COMMIT): what was written already is
+        not written twice.
+        """
         with self.engine.begin() as conn:
-            write_back(conn, items)
+            skipped = write_back(conn, items)
+        for item in skipped:
+            log.info(
+                "notification %s delivery %s: write-back of take %s skipped"
+                " (already written back, or the delivery was taken again)",
+                item.job.notification_id,
+                item.job.delivery_id,
+                item.job.take_token,
+            )
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
         """Stop using addresses the provider rejected for good (a dead token, a gone endpoint)."""

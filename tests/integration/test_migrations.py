@@ -135,8 +135,8 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_single_initial_revision() -> None:
-    assert migrate.head() == "0001"
+def test_head_is_the_take_token_revision() -> None:
+    assert migrate.head() == "0002"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

@@ -9,6 +9,14 @@ allows; a notification to all connections of its user.
 The outbox relay may publish an event twice, and a resume may already have
 replayed it: the ids of recent events are remembered (:data:`SEEN_EVENTS`)
 and a second copy is dropped.
+
+Redis pub/sub keeps nothing for a subscriber that is away. When the
+subscription drops (Redis restarted, a failover, ``CLIENT KILL``, no answer
+to a PING) the gateway subscribes again and then replays from PostgreSQL
+(:meth:`realtime.store.Store.written_since`) every event written since the
+loss that it did not receive, to the connections that want it and may see
+it, in sequence order (:meth:`FanIn.catch_up`). :attr:`FanIn.receiving` is
+False from the loss until that replay is done; ``GET /healthz`` reports it.
 """
 
 from __future__ import annotations
@@ -20,54 +28,157 @@ import logging
 import time
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from realtime import wire
+from realtime import protocol, wire
 from realtime.index import SubscriptionIndex
+from realtime.store import REPLAY_LIMIT, Store
 from realtime.visibility import EventView, can_see, subscription_keys
 
 log = logging.getLogger("clarion.realtime.gateway")
 
 #: Event ids remembered to drop a second copy (the relay may publish twice).
 SEEN_EVENTS = 50_000
+#: Seconds between PINGs on the subscription; no answer for PONG_TIMEOUT more is a loss.
+PING_INTERVAL = 2.0
+PONG_TIMEOUT = 3.0
+#: Seconds between attempts to subscribe again.
+RECONNECT_DELAY = 0.5
+#: Events written this long before the subscription's last sign of life are replayed too:
+#: an event is written (``generated_at``) before its transaction commits and is published.
+CATCH_UP_GRACE = 30.0
 
 
 class FanIn:
-    def __init__(self, index: SubscriptionIndex, *, redis_url: str, events_channel: str) -> None:
+    def __init__(
+        self, index: SubscriptionIndex, store: Store, *, redis_url: str, events_channel: str
+    ) -> None:
         self.index = index
+        self.store = store
         self.redis_url = redis_url
         self.events_channel = events_channel
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: POSIX time of the last sign of life of the subscription (0.0: never up)
+        self.alive_at = 0.0
+        #: from when events may have been missed; None while nothing is missing
+        self.lost_at: float | None = None
+        #: why the gateway cannot receive now (None: it can)
+        self.down_reason: str | None = "not subscribed yet"
 
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting when Redis goes away."""
-        channel = self.events_channel
-        pattern = wire.USER_CHANNEL_PATTERN
+        """Listen until cancelled, reconnecting when Redis goes away.
+
+        After a loss, the new subscription is confirmed first, then what the
+        gateway missed is read from PostgreSQL and dispatched (:meth:`catch_up`),
+        and only then are the messages that arrived meanwhile read: they wait in
+        the socket, so live copies of replayed events come after them and are
+        dropped as seen.
+        """
         while True:
-            client = aioredis.Redis.from_url(self.redis_url)
+            # No retries: redis-py would reconnect and resubscribe by itself,
+            # silently, and the events published meanwhile would never be replayed.
+            client = aioredis.Redis.from_url(
+                self.redis_url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=PONG_TIMEOUT,
+            )
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(channel)
-                await pubsub.psubscribe(pattern)
-                log.info("listening for events on %s and %s", channel, pattern)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "message":
-                        self.dispatch_event(message["data"])
-                    elif kind == "pmessage":
-                        self.dispatch_notification(message["channel"], message["data"])
+                await pubsub.subscribe(self.events_channel)
+                await pubsub.psubscribe(wire.USER_CHANNEL_PATTERN)
+                if self.lost_at is not None:
+                    await self.catch_up(self.lost_at)
+                self.lost_at = None
+                self.down_reason = None
+                self.alive_at = time.time()
+                log.info(
+                    "listening for events on %s and %s",
+                    self.events_channel,
+                    wire.USER_CHANNEL_PATTERN,
+                )
+                await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Events published while Redis is unreachable are not seen live;
-                # clients recover them by resuming with their last sequence.
-                log.warning("Redis subscription lost (%s); reconnecting", exc)
-                await asyncio.sleep(1.0)
+                self._lost(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(RECONNECT_DELAY)
             finally:
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                     await client.aclose()
                 except Exception:  # noqa: S110 - closing a broken connection
                     pass
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Read messages; a PING every :data:`PING_INTERVAL` proves the subscription alive.
+
+        A connection killed by Redis raises at once; a silent one (a partition,
+        a server that stopped answering) is caught by the missing pong.
+        """
+        pinged = 0.0
+        while True:
+            now = time.time()
+            if now - self.alive_at > PING_INTERVAL + PONG_TIMEOUT:
+                raise ConnectionError(f"no answer from Redis for {now - self.alive_at:.0f} s")
+            if now - pinged >= PING_INTERVAL:
+                await pubsub.ping()
+                pinged = now
+            message = await pubsub.get_message(timeout=PING_INTERVAL / 5)
+            if message is None:
+                continue
+            self.alive_at = time.time()
+            kind = message.get("type")
+            if kind == "message":
+                self.dispatch_event(message["data"])
+            elif kind == "pmessage":
+                self.dispatch_notification(message["channel"], message["data"])
+
+    def _lost(self, reason: str) -> None:
+        if self.lost_at is None:
+            # Events published from the last sign of life on may be missing.
+            self.lost_at = self.alive_at or time.time()
+            log.warning("Redis subscription lost (%s); reconnecting", reason)
+        self.down_reason = reason
+
+    @property
+    def receiving(self) -> bool:
+        """True while the subscription is up and nothing missed is waiting to be replayed."""
+        return self.down_reason is None and self.alive_at > 0
+
+    async def catch_up(self, lost_at: float) -> int:
+        """Dispatch, in sequence order, the events written since ``lost_at`` (less a grace)
+        that this gateway did not receive; return how many reached a connection.
+
+        Events the gateway received live (or replayed to a resuming client) are
+        in :attr:`seen` and skipped, so nobody gets one twice. If the history
+        cannot be read in full, every connected client is sent a ``resume``
+        frame instead: it subscribes again with its ``last_seq``.
+        """
+        if not self.index.connections:
+            return 0
+        since = lost_at - CATCH_UP_GRACE
+        try:
+            rows = await asyncio.to_thread(self.store.written_since, since, REPLAY_LIMIT)
+        except Exception as exc:
+            log.warning("cannot read missed events (%s); asking clients to resume", exc)
+            return self._ask_to_resume("history_unavailable")
+        if len(rows) >= REPLAY_LIMIT:
+            log.warning("more than %d events missed; asking clients to resume", REPLAY_LIMIT)
+            return self._ask_to_resume("too_many_missed")
+        count = 0
+        for view, _unpublished in rows:
+            count += self.dispatch_view(view)
+        log.info("replayed %d missed event deliveries after the Redis subscription returned", count)
+        return count
+
+    def _ask_to_resume(self, reason: str) -> int:
+        frame = protocol.dumps({"type": "resume", "reason": reason})
+        conns = list(self.index.connections)
+        for conn in conns:
+            conn.offer(frame)
+        return 0
 
     def dispatch_event(self, raw: bytes | str) -> int:
         """Route one published event to every connection that may see it; return how many."""
@@ -76,6 +187,10 @@ class FanIn:
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed event message")
             return 0
+        return self.dispatch_view(event)
+
+    def dispatch_view(self, event: EventView) -> int:
+        """Deliver an event not seen before to the connections that want it and may see it."""
         if self.remember(event.event_id):
             return 0
         now = time.time()

@@ -19,6 +19,10 @@ exit. Each part has a module of its own:
 * :mod:`realtime.connection`: one client's queue and writer, and the
   :class:`~realtime.connection.Hub` it reports to (this class).
 
+``GET /healthz`` on the gateway's port answers 200 while the gateway can
+receive events and 503 with the reason while its Redis subscription is down
+(:meth:`Gateway.health`).
+
 Events arrive on Redis (``CLARION_EVENTS_CHANNEL``) from
 :func:`clarion.publish_event` (:mod:`realtime.outbox`); in-app notifications
 on ``clarion:user:<id>`` (:mod:`realtime.wire`).
@@ -27,17 +31,21 @@ on ``clarion:user:<id>`` (:mod:`realtime.wire`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
+import urllib.parse
 from typing import Any
 
-from websockets.asyncio.server import Server, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from clarion.core.db import make_engine, session_factory
 from clarion.core.errors import SettingsError
 from clarion.core.settings import Settings
 from models.enums import ConnectionStatus
 from models.inbox import Inbox
+from realtime import protocol
 from realtime.admission import Admission
 from realtime.commands import Commands
 from realtime.connection import CLOSE_TIMEOUT, Connection, Socket
@@ -51,6 +59,9 @@ from realtime.visibility import EventView
 from realtime.writer import Writer
 
 log = logging.getLogger("clarion.realtime.gateway")
+
+#: Answered with the gateway's health instead of an upgrade (see :meth:`Gateway.health`).
+HEALTH_PATH = "/healthz"
 
 
 class Gateway:
@@ -75,7 +86,10 @@ class Gateway:
         self.index = SubscriptionIndex()
         self.outbound = Outbound()
         self.fanin = FanIn(
-            self.index, redis_url=settings.redis_url, events_channel=settings.events_channel
+            self.index,
+            self.store,
+            redis_url=settings.redis_url,
+            events_channel=settings.events_channel,
         )
         self.commands = Commands(
             jwt_secret=settings.jwt_secret,
@@ -122,7 +136,7 @@ class Gateway:
             self.admission.handle,
             s.gateway_host,
             s.gateway_port,
-            process_request=self.admission.authenticate,
+            process_request=self.process_request,
             create_connection=Socket,
             compression="deflate" if s.gateway_compression else None,
             ping_interval=s.gateway_heartbeat,
@@ -160,6 +174,35 @@ class Gateway:
         await self.writer.close()
         self.engine.dispose()
         log.info("gateway stopped")
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request``: ``GET /healthz`` is answered here, before any
+        upgrade; every other request is an upgrade for :class:`Admission`."""
+        if urllib.parse.urlsplit(request.path).path == HEALTH_PATH:
+            return self.health(ws)
+        return await self.admission.authenticate(ws, request)
+
+    def health(self, ws: ServerConnection) -> Response:
+        """200 ``{"redis": "ok"}`` while events can be received; 503 with the reason while
+        the Redis subscription is down or what it missed is still being replayed."""
+        fanin = self.fanin
+        if fanin.receiving:
+            status, body = 200, {"redis": "ok", "connections": len(self.index.connections)}
+        else:
+            since = fanin.lost_at
+            status, body = (
+                503,
+                {
+                    "redis": "down",
+                    "reason": fanin.down_reason or "replaying missed events",
+                    "since": None if since is None else dt.datetime.fromtimestamp(since, dt.UTC),
+                    "connections": len(self.index.connections),
+                },
+            )
+        response = ws.respond(status, protocol.dumps(body) + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
 
     # --- the Hub a Connection reports to ----------------------------------------------
 

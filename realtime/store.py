@@ -9,7 +9,8 @@ database. Writes are batched by :class:`realtime.writer.Writer`: one
   :meth:`Store.sweep_stale`;
 * event rows: :meth:`Store.record_event_stats` merges acknowledgements and
   per-channel delivery status into ``acknowledgments`` / ``delivery_status``;
-* history: :meth:`Store.history` answers a resume.
+* history: :meth:`Store.history` answers a resume; :meth:`Store.written_since`
+  what a gateway missed while its Redis subscription was down.
 
 Notification state (delivered, read, clicked) is written by
 :class:`models.inbox.Inbox`, not here.
@@ -243,6 +244,20 @@ class Store:
             if lost or truncated:
                 gaps.append(Gap(key, last, first_in_window.get(key)))
         return replay, gaps
+
+    def written_since(self, since: float, limit: int) -> list[tuple[EventView, bool]]:
+        """Events written at or after POSIX time ``since``, in sequence order, at most ``limit``.
+
+        What a gateway may have missed while its Redis subscription was down:
+        the caller drops those it received and checks who may see the rest.
+        """
+        e = RealTimeEvent
+        return self._fetch(
+            sa.select(e)
+            .where(e.generated_at >= dt.datetime.fromtimestamp(since, dt.UTC))
+            .order_by(e.sequence_number)
+            .limit(limit)
+        )
 
     def _fetch(self, stmt: sa.Select[Any]) -> list[tuple[EventView, bool]]:
         with Session(self.engine) as s:

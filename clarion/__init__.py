@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from clarion.addresses import Address, add_address, disable_address, list_addresses
     from clarion.api import notify
     from clarion.core.errors import (
         ClarionError,
@@ -31,6 +32,10 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "notify": "clarion.api",
+    "add_address": "clarion.addresses",
+    "disable_address": "clarion.addresses",
+    "list_addresses": "clarion.addresses",
+    "Address": "clarion.addresses",
     "publish_event": "realtime.outbox",
     "ClarionError": "clarion.core.errors",
     "MissingVariableError": "clarion.core.errors",
@@ -41,12 +46,16 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Address",
     "ClarionError",
     "MissingVariableError",
     "NotFoundError",
     "SettingsError",
     "TemplateError",
     "ValidationError",
+    "add_address",
+    "disable_address",
+    "list_addresses",
     "notify",
     "publish_event",
 ]

@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 import sqlalchemy.exc
 
 from clarion.core.errors import BrokerUnavailable, NotFoundError, SettingsError, ValidationError
-from clarion.core.settings import Settings
+from clarion.core.settings import Settings, safe_url
 from clarion.exitcodes import ExitCode
 
 log = logging.getLogger("clarion.cli")
+
+# A URL inside an error text (a driver's message, a broker's): its password,
+# if any, is masked before the text is printed.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_IN_TEXT.sub(lambda m: safe_url(m.group(0)), text)
 
 
 def _settings() -> Settings:
@@ -80,6 +90,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level)
+    log.info(
+        "scheduler: database %s, broker %s",
+        safe_url(settings.effective_database_url),
+        safe_url(settings.broker_url),
+    )
     broker = make_broker(settings, enqueue_only=True)
     dramatiq.set_broker(broker)
     actors = declare_actors(broker, get_deliverer)
@@ -154,6 +169,58 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_address(args: argparse.Namespace) -> int:
+    import json
+
+    from clarion import addresses
+    from clarion.operators.inspect import mask_address
+
+    _settings()
+    if args.address_command == "add":
+        secret = None
+        if args.secret_stdin:
+            secret = sys.stdin.readline().strip()
+        added = addresses.add_address(
+            args.user_id, args.channel, args.address, label=args.label, secret=secret
+        )
+        print(
+            f"added {added.address_id} {added.channel.value} "
+            f"{mask_address(added.channel.value, added.address)}"
+        )
+        if added.secret is not None and secret is None:
+            # Generated here, so this is the only copy: printed once, never logged.
+            print(f"signing secret (shown once, give it to the receiver): {added.secret}")
+        return ExitCode.OK
+    if args.address_command == "disable":
+        gone = addresses.disable_address(args.address_id, reason=args.reason)
+        print(f"disabled {gone.address_id} ({gone.disabled_reason})")
+        return ExitCode.OK
+    found = addresses.list_addresses(args.user_id, channel=args.channel, include_disabled=args.all)
+    shown = [
+        {
+            "address_id": str(a.address_id),
+            "channel": a.channel.value,
+            "address": mask_address(a.channel.value, a.address),
+            "label": a.label,
+            "active": a.is_active,
+            "signed": a.has_secret,
+            "disabled_reason": a.disabled_reason,
+        }
+        for a in found
+    ]
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return ExitCode.OK
+    if not shown:
+        print("no addresses")
+    for a in shown:
+        state = "active" if a["active"] else f"disabled ({a['disabled_reason']})"
+        label = f" [{a['label']}]" if a["label"] else ""
+        signed = " signed" if a["signed"] else ""
+        print(f"{a['address_id']}  {a['channel']:<8} {a['address']}{label}  {state}{signed}")
+    return ExitCode.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clarion.demo import run_demo
 
@@ -222,6 +289,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")
     demo.set_defaults(func=cmd_demo)
 
+    address = sub.add_parser("address", help="add, list and disable users' addresses")
+    address_sub = address.add_subparsers(dest="address_command", required=True, metavar="ACTION")
+    add = address_sub.add_parser(
+        "add", help="register an address (a webhook's generated secret is printed once)"
+    )
+    add.add_argument("user_id")
+    add.add_argument("channel", help="email, sms, push or webhook")
+    add.add_argument("address", help="email, E.164 number, FCM token or https URL")
+    add.add_argument("--label", help="a name for it (e.g. 'work phone')")
+    add.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        # Read from stdin, not an argument: arguments show in ps and shell history.
+        help="read the webhook signing secret (whsec_...) from stdin instead of generating one",
+    )
+    listing = address_sub.add_parser("list", help="a user's addresses, masked")
+    listing.add_argument("user_id")
+    listing.add_argument("--channel", help="only this channel")
+    listing.add_argument("--all", action="store_true", help="include disabled addresses")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    disable = address_sub.add_parser("disable", help="stop delivering to an address")
+    disable.add_argument("address_id")
+    disable.add_argument("--reason", default="disabled by an operator")
+    address.set_defaults(func=cmd_address)
+
     from clarion.operators.commands import add_parsers
 
     add_parsers(sub)  # dlq, status, inspect
@@ -234,20 +326,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SettingsError as exc:
-        print(f"clarion: bad setting {exc}", file=sys.stderr)
+        print(f"clarion: bad setting {masked(str(exc))}", file=sys.stderr)
         return ExitCode.SETTINGS
     except ValidationError as exc:
-        print(f"clarion: {exc}", file=sys.stderr)
+        print(f"clarion: {masked(str(exc))}", file=sys.stderr)
         return ExitCode.USAGE
     except NotFoundError as exc:
-        print(f"clarion: not found: {exc}", file=sys.stderr)
+        print(f"clarion: not found: {masked(str(exc))}", file=sys.stderr)
         return ExitCode.NOT_FOUND
     except BrokerUnavailable as exc:
-        print(f"clarion: broker unreachable: {exc}", file=sys.stderr)
+        print(f"clarion: broker unreachable: {masked(str(exc))}", file=sys.stderr)
         return ExitCode.BROKER
     except sqlalchemy.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        print(f"clarion: database unreachable: {reason}", file=sys.stderr)
+        print(f"clarion: database unreachable: {masked(reason)}", file=sys.stderr)
         return ExitCode.DATABASE
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

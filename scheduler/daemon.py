@@ -15,10 +15,26 @@ It sleeps until the next of: a ``NOTIFY clarion_notifications`` (sent by a
 trigger on every INSERT into ``notifications``, whether from ``notify()`` or
 plain SQL), the next scheduled notification's time, or the poll interval.
 SIGTERM and SIGINT stop it after the batch in hand.
+
+It never exits because something it depends on went away:
+
+* a database error that :func:`clarion.core.db.is_transient_error` calls
+  transient (a terminated session, a failover, a restart) in any step of the
+  loop, the wait between batches included, is retried with a bounded backoff;
+* a lost LISTEN connection is re-established, with backoff, for as long as the
+  process lives; meanwhile the poll interval bounds the pick-up time;
+* a failed enqueue stops the batch: the claimed deliveries are committed
+  ``queued`` in PostgreSQL and their messages are held here and enqueued, in
+  order, once the broker answers, before anything new is claimed. Should the
+  process die first, the lease sweep enqueues them after
+  ``CLARION_QUEUED_LEASE_SECONDS``.
+
+Each outage is logged when it starts and when it ends (``scheduler.outage``).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import signal
@@ -31,16 +47,20 @@ from typing import Any
 import dramatiq
 import psycopg
 import sqlalchemy as sa
-from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
 from clarion.core.clock import utcnow
+from clarion.core.db import is_transient_error
+from clarion.core.errors import BrokerUnavailable
 from models.claims import Claims
 from models.retention import Retention
+from scheduler.outage import Outage, describe
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")
 
 NOTIFY_CHANNEL = "clarion_notifications"
+#: Seconds a (re)connection of the LISTEN session may take before it counts as failed.
+LISTEN_CONNECT_TIMEOUT = 5
 
 
 @dataclasses.dataclass
@@ -80,13 +100,15 @@ class Scheduler:
         self._last_purge: float | None = None
         self.stats = SchedulerStats()
         self._stop = threading.Event()
+        # Messages of the claim in hand; they become unsent once it commits.
         self._pending: list[dramatiq.Message[Any]] = []
+        # Messages of committed deliveries the broker has not taken yet, oldest first.
+        self._unsent: collections.deque[dramatiq.Message[Any]] = collections.deque()
         self._listener: psycopg.Connection[Any] | None = None
-        self._enqueue_retry = Retrying(
-            stop=stop_after_attempt(4),
-            wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
-            reraise=True,
-        )
+        self._listen_retry_at = 0.0
+        self.database = Outage("database")
+        self.broker_outage = Outage("broker")
+        self.listen_outage = Outage("LISTEN connection", first_delay=0.5)
 
     # --- one pass -------------------------------------------------------------------
 
@@ -96,23 +118,47 @@ class Scheduler:
         return message.message_id
 
     def _enqueue_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        for message in pending:
+        """Hand the committed claim's messages to the broker, held ones first."""
+        self._unsent.extend(self._pending)
+        self._pending = []
+        self._flush_unsent()
+
+    def _flush_unsent(self) -> None:
+        """Enqueue the held messages in order; stop at the first failure.
+
+        No per-message retry: while the broker is down every message would
+        spend the whole retry budget, and claiming would crawl for the length
+        of the outage. One failure stops the batch; the loop backs off as a
+        whole and tries again from the same message.
+        """
+        while self._unsent:
+            message = self._unsent[0]
             try:
-                self._enqueue_retry(self.broker.enqueue, message)
-                self.stats.enqueued += 1
+                self.broker.enqueue(message)
             except Exception as exc:
-                # The delivery keeps its lease: the sweep enqueues it again
-                # when the lease runs out. Nothing is lost, only late.
                 self.stats.enqueue_failures += 1
-                log.error(
-                    "enqueue of message %s failed (%s); the lease sweep will retry it",
-                    message.message_id,
-                    type(exc).__name__,
-                )
+                raise BrokerUnavailable(
+                    f"enqueue failed ({describe(exc)}); "
+                    f"{len(self._unsent)} messages of queued deliveries held"
+                ) from exc
+            self._unsent.popleft()
+            self.stats.enqueued += 1
+
+    @property
+    def unsent(self) -> int:
+        """Messages of committed deliveries still waiting for the broker."""
+        return len(self._unsent)
 
     def run_once(self, *, sweep: bool = True) -> int:
-        """One pass of every duty; returns the number of deliveries enqueued."""
+        """One pass of every duty; returns the number of deliveries enqueued.
+
+        Raises :class:`BrokerUnavailable` when the broker refuses a message
+        (the rest of the pass waits for it) and SQLAlchemy's errors when the
+        database does; the claims committed so far stay committed.
+        """
+        # What an earlier pass could not enqueue goes first: nothing new is
+        # claimed while the broker cannot take it.
+        self._flush_unsent()
         cancelled = self.claims.cancel_expired()
         if cancelled:
             self.stats.cancelled += cancelled
@@ -168,7 +214,9 @@ class Scheduler:
             self.batch_size,
             self.poll_interval,
             self.lease_seconds,
-            "LISTEN/NOTIFY" if self._listener is not None else "polling only",
+            "LISTEN/NOTIFY"
+            if self._listener is not None
+            else ("polling until LISTEN connects" if self.listen_url else "polling only"),
         )
         last_sweep = 0.0
         try:
@@ -179,15 +227,32 @@ class Scheduler:
                     self.run_once(sweep=sweep)
                     if sweep:
                         last_sweep = now
-                except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-                    log.error("database unavailable (%s); retrying", type(exc).__name__)
-                    self._stop.wait(min(self.poll_interval, 1.0))
+                    budget = self._sleep_budget()
+                except BrokerUnavailable as exc:
+                    # The database answered, or the claim would not have
+                    # committed; only the broker is down.
+                    self.database.recovered()
+                    self._wait(self.broker_outage.failed(str(exc)), wake_on_notify=False)
                     continue
+                except Exception as exc:
+                    if not is_transient_error(exc):
+                        raise
+                    self._pending = []  # that claim rolled back: its messages name no rows
+                    self._wait(self.database.failed(describe(exc)), wake_on_notify=False)
+                    continue
+                self.database.recovered()
+                self.broker_outage.recovered()
                 self._purge_old_rows()
-                self._wait(self._sleep_budget())
+                self._wait(budget)
         finally:
             if self._listener is not None:
                 self._listener.close()
+            if self._unsent:
+                log.warning(
+                    "%d messages of queued deliveries were never enqueued; "
+                    "the lease sweep of a scheduler will enqueue them",
+                    len(self._unsent),
+                )
             log.info(
                 "scheduler stopped: %d enqueued, %d reclaimed, %d cancelled",
                 self.stats.enqueued,
@@ -230,18 +295,44 @@ class Scheduler:
         return budget
 
     def _connect_listener(self) -> None:
+        """Open the LISTEN session; on failure, schedule the next try with backoff."""
         if not self.listen_url:
             return
         try:
-            conn = psycopg.connect(self.listen_url, autocommit=True)
-            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self._listener = conn
+            conn = psycopg.connect(
+                self.listen_url, autocommit=True, connect_timeout=LISTEN_CONNECT_TIMEOUT
+            )
+            try:
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except BaseException:
+                conn.close()
+                raise
         except psycopg.Error as exc:
-            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
+            delay = self.listen_outage.failed(f"{describe(exc)}; polling meanwhile")
+            self._listen_retry_at = time.monotonic() + delay
             self._listener = None
+            return
+        self._listener = conn
+        self.listen_outage.recovered()
 
-    def _wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, waking early on a NOTIFY or a stop request."""
+    def _drop_listener(self, exc: psycopg.Error) -> None:
+        assert self._listener is not None
+        try:
+            self._listener.close()
+        finally:
+            self._listener = None
+        # Reconnect at once the first time; backoff applies from the next failure.
+        self._listen_retry_at = 0.0
+        log.warning("LISTEN connection lost (%s); reconnecting", describe(exc))
+
+    def _wait(self, seconds: float, *, wake_on_notify: bool = True) -> None:
+        """Sleep up to ``seconds``, waking early on a NOTIFY or a stop request.
+
+        A lost LISTEN session is reconnected here, whenever its backoff
+        allows; a reconnection ends the wait, since rows inserted while nobody
+        listened woke no one. ``wake_on_notify=False`` is a backoff: only a
+        reconnection or a stop request cuts it short.
+        """
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -250,19 +341,22 @@ class Scheduler:
             # Short slices so that a signal is honoured promptly.
             slice_ = min(remaining, 0.5)
             if self._listener is None:
-                self._stop.wait(slice_)
+                if not self.listen_url:
+                    self._stop.wait(slice_)
+                    continue
+                if time.monotonic() >= self._listen_retry_at:
+                    self._connect_listener()
+                    if self._listener is not None:
+                        # The server is back: a database backoff need not run out.
+                        return
+                    continue
+                self._stop.wait(min(slice_, max(0.01, self._listen_retry_at - time.monotonic())))
                 continue
             try:
                 woke = False
                 for _ in self._listener.notifies(timeout=slice_, stop_after=1):
                     woke = True
-                if woke:
+                if woke and wake_on_notify:
                     return
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
-                try:
-                    self._listener.close()
-                finally:
-                    self._listener = None
-                self._connect_listener()
-                return
+                self._drop_listener(exc)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,10 +24,6 @@ from typing import Any
 
 import pytest
 import redis
-
-# The real-time helpers (real gateway processes) live beside the real-time tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "realtime"))
-
 from rtkit import RT, Client, Gateway, gateways_fixture, rt_fixture  # noqa: F401 - fixtures
 
 from clarion import publish_event

@@ -1,5 +1,5 @@
-"""Fixtures and helpers of the real-time tests: real ``clarion gateway`` processes,
-PostgreSQL (the session's ``pg_url``) and Redis db 12.
+"""Fixtures and helpers of the real-time tests and the gateway's fault tests: real
+``clarion gateway`` processes, PostgreSQL (the session's ``pg_url``) and Redis db 12.
 
 Not a conftest.py: test modules import the fixtures from here by name (the
 shared database helpers live in ``tests/testdb.py`` for the same reason: a

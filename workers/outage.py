@@ -47,10 +47,12 @@ class OutageTracker:
 
     def failed(self, key: str) -> bool:
         """Record a retryable failure; True if the provider now counts as down."""
+        if self.threshold <= 0:
+            return False  # the rule is off: every retryable failure burns an attempt
         with self._lock:
             count = self._failures.get(key, 0) + 1
             self._failures[key] = count
         return count >= self.threshold
 
     def is_down(self, key: str) -> bool:
-        return self._failures.get(key, 0) >= self.threshold
+        return self.threshold > 0 and self._failures.get(key, 0) >= self.threshold

@@ -15,6 +15,7 @@ from clarion.core.settings import Settings, get_settings
 from models.writeback import WriteBackStore
 from workers.batching import GroupCommitter
 from workers.delivery import Deliverer
+from workers.outage import OutageTracker
 from workers.retry_policy import RetryPolicy
 
 _lock = threading.Lock()
@@ -40,6 +41,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
         policy=policy_from(settings),
         lease_seconds=settings.lease_seconds,
         queued_lease_seconds=settings.queued_lease_seconds,
+        outages=OutageTracker(settings.outage_threshold),
     )
 
 

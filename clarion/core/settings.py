@@ -43,6 +43,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be an integer, 0 or more, got {raw!r}")
+    return value
+
+
 def _days(raw: str) -> float:
     value = float(raw)
     if not value >= 0:
@@ -168,6 +175,14 @@ class Settings:
         900.0,
         _positive_float,
         "A provider's Retry-After is clamped to this many seconds.",
+    )
+    outage_threshold: int = setting(
+        "CLARION_OUTAGE_THRESHOLD",
+        5,
+        _non_negative_int,
+        "Retryable failures of a provider in a row, across deliveries, after which it counts "
+        "as down: its next retryable failures wait without burning an attempt. 0: never "
+        "(every retryable failure burns an attempt).",
     )
     # --- providers --------------------------------------------------------------
     provider_timeout: float = setting(

@@ -228,8 +228,10 @@ def test_scheduler_survives_its_sessions_terminated_under_load(
     wait_all_sent(pl, ids)
     alive(scheduler)
     assert_books(pl, user, ids)
+    # Whether a termination surfaces in the loop or is absorbed by the pool's
+    # pre-ping depends on timing, so the log is not required to mention it; when
+    # it does, it is once per outage, not once per try.
     log = scheduler.text()
-    assert "database unavailable" in log, "the fault never reached the scheduler's loop"
     assert log.count("database unavailable") < terminated, "logged once per try, not per outage"
     alive(workers.processes[0])
 

@@ -33,6 +33,9 @@ def base_env(
             "CLARION_POLL_INTERVAL": "0.3",
             "CLARION_RETRY_MIN_BACKOFF": "0.2",
             "CLARION_RETRY_MAX_BACKOFF": "0.5",
+            # These tests make dead letters out of a provider failing every request:
+            # with the outage rule on, such failures would wait instead of dead-lettering.
+            "CLARION_OUTAGE_THRESHOLD": "0",
             "CLARION_PROVIDER_TIMEOUT": "5",
             "CLARION_EMAIL_FROM": "notifications@clarion.test",
         },

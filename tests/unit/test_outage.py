@@ -85,3 +85,9 @@ def test_being_down_changes_nothing_for_permanent_errors_and_throttles() -> None
         provider_down=True,
     )
     assert throttle.action is Action.RETRY and throttle.delay == 7.0
+
+
+def test_a_threshold_of_zero_turns_the_rule_off() -> None:
+    tracker = OutageTracker(threshold=0)
+    assert [tracker.failed("ses") for _ in range(50)] == [False] * 50
+    assert not tracker.is_down("ses")

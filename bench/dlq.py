@@ -24,6 +24,7 @@ Nothing here is a timed unit test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -126,9 +127,7 @@ def seed_rabbitmq(deliveries: list[uuid.UUID]) -> None:
             body=dead_message(d).encode(),
             properties=pika.BasicProperties(delivery_mode=2, headers=headers),
         )
-    while channel.queue_declare(f"{QUEUE}.XQ", passive=True).method.message_count < len(
-        deliveries
-    ):
+    while channel.queue_declare(f"{QUEUE}.XQ", passive=True).method.message_count < len(deliveries):
         time.sleep(0.1)
     conn.close()
 
@@ -146,10 +145,8 @@ def reset(broker: str, engine: sa.Engine) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     for name in (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"):
         channel = conn.channel()
-        try:
+        with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
             channel.queue_purge(name)
-        except pika.exceptions.ChannelClosedByBroker:
-            pass
     conn.close()
 
 

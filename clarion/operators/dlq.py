@@ -376,6 +376,8 @@ class DeadLetterOps:
         progress: Progress | None,
         rate: float | None,
     ) -> tuple[Counts, list[ItemResult]]:
+        # In the broker's own order (oldest first): see DeadLetters.move_key.
+        entries = sorted(entries, key=lambda e: self.dead_letters.move_key(e.letter))
         pacer = Pacer(rate) if rate else None
         size = pacer.batch_size(self.batch_size) if pacer else self.batch_size
         counts = Counts()

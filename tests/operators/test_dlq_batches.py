@@ -8,6 +8,8 @@ the rest, and every delivery reaches the provider once.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,9 @@ from channels.sandboxes.http import Fault
 from clarion.core.errors import ValidationError
 from clarion.operators.deadletters import DeadLetter, open_dead_letters, requeue_copy
 from clarion.operators.dlq import DeadLetterOps, Filters, Pacer, parse_rate
-from models.deadletters import DeadLetterRows, RequeueItem, RequeueStep
+from models.deadletters import DeadLetterRows, PurgeStep, RequeueItem, RequeueStep
+from models.enums import Channel, DeliveryStatus
+from models.notifications import Delivery
 
 
 def dead_in_broker(ops: Ops) -> dict[str, str]:
@@ -128,3 +132,63 @@ def test_pacer_holds_a_run_to_its_rate() -> None:
         slow.wait_for(5)
         now[0] += 1.0
     assert slept == []
+
+
+def dead_lettered_delivery(ops: Ops) -> uuid.UUID:
+    """A webhook delivery that failed and was dead-lettered, written directly."""
+    nid = ops.notify(ops.user(email=False), ["webhook"])
+    delivery_id = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    with ops.sessions.begin() as s:
+        s.add(
+            Delivery(
+                delivery_id=delivery_id,
+                notification_id=nid,
+                channel=Channel.WEBHOOK,
+                status=DeliveryStatus.FAILED,
+                attempts=1,
+                last_error="RetryableError: webhook answered 500",
+                failed_at=now,
+                dead_lettered_at=now,
+            )
+        )
+    return delivery_id
+
+
+@pytest.mark.postgres
+def test_two_dead_letters_of_one_delivery_in_one_batch_move_once(ops: Ops) -> None:
+    rows = DeadLetterRows(ops.sessions)
+    twice, once = dead_lettered_delivery(ops), dead_lettered_delivery(ops)
+    items = [
+        RequeueItem(twice, "copy-a", "webhook"),
+        RequeueItem(once, "copy-c", "webhook"),
+        RequeueItem(twice, "copy-b", "webhook"),
+        RequeueItem(uuid.uuid4(), "copy-d", "webhook"),
+    ]
+    steps = rows.requeue_dead_letters(items, lease_seconds=60)
+    assert steps == [
+        RequeueStep.REQUEUED,
+        RequeueStep.REQUEUED,
+        RequeueStep.STALE,
+        RequeueStep.MISSING,
+    ]
+    with ops.sessions() as s:
+        first, other = s.get(Delivery, twice), s.get(Delivery, once)
+        assert first is not None and other is not None
+        assert (first.status, first.message_id) == (DeliveryStatus.QUEUED, "copy-a")
+        assert (other.status, other.message_id) == (DeliveryStatus.QUEUED, "copy-c")
+    # The same batch again, as a run resuming it would send: only the copies
+    # recorded in the rows resume.
+    assert rows.requeue_dead_letters(items, lease_seconds=60) == [
+        RequeueStep.RESUMED,
+        RequeueStep.RESUMED,
+        RequeueStep.STALE,
+        RequeueStep.MISSING,
+    ]
+
+    gone = dead_lettered_delivery(ops)
+    assert rows.purge_dead_letters([gone, gone, uuid.uuid4()]) == [
+        PurgeStep.PURGED,
+        PurgeStep.STALE,
+        PurgeStep.MISSING,
+    ]

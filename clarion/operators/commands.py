@@ -13,6 +13,7 @@ Errors are one line on stderr with the exit code of :mod:`clarion.cli`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -150,6 +151,14 @@ def add_parsers(sub: Any) -> None:
         _option(p, "--json", "CLARION_DLQ_JSON", "one JSON object per line", boolean=True)
         if name == "purge":
             _option(p, "--yes", "CLARION_DLQ_YES", "do not ask for confirmation", boolean=True)
+        else:
+            _option(
+                p,
+                "--rate",
+                "CLARION_DLQ_RATE",
+                "at most this many per second (200/s, 6000/m, 200); default: as fast as it goes",
+                metavar="N/s",
+            )
         p.set_defaults(func=cmd_dlq_requeue if name == "requeue" else cmd_dlq_purge)
 
     st = _env_parser(sub.add_parser("status", help="queues, notifications, leases, workers"))
@@ -301,13 +310,15 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     filters = _filters(args)
     sessions = _sessions(settings)
     with _broker(settings) as store:
+        if args.json:
+            # Streamed: each line goes out as its chunk is joined, so a large
+            # backlog starts flowing into jq at once and is never all in memory.
+            for e in DeadLetterOps(store, sessions).iter_select(filters):
+                row = e.to_json()
+                row["last_error"] = mask_text(row["last_error"])
+                _emit(row)
+            return ExitCode.OK
         entries = DeadLetterOps(store, sessions).select(filters)
-    if args.json:
-        for e in entries:
-            row = e.to_json()
-            row["last_error"] = mask_text(row["last_error"])
-            _emit(row)
-        return ExitCode.OK
     console = _console()
     if not entries:
         console.print("no dead letters match")
@@ -409,9 +420,10 @@ def _select(ops: DeadLetterOps, args: argparse.Namespace, verb: str) -> list[Ent
 
 
 def _run_bulk(args: argparse.Namespace, verb: str, done_word: str, *, confirm: bool) -> int:
-    from clarion.operators.dlq import DeadLetterOps
+    from clarion.operators.dlq import DeadLetterOps, parse_rate
 
     settings = _prepare(args)
+    rate = parse_rate(args.rate) if getattr(args, "rate", None) else None
     sessions = _sessions(settings)
     with _broker(settings) as store:
         ops = DeadLetterOps(store, sessions, lease_seconds=settings.queued_lease_seconds)
@@ -426,7 +438,10 @@ def _run_bulk(args: argparse.Namespace, verb: str, done_word: str, *, confirm: b
             if answer.strip().lower() not in ("y", "yes"):
                 print(f"{verb} cancelled; nothing changed")
                 return ExitCode.OK
-        run = ops.requeue if verb == "requeue" else ops.purge
+        if verb == "requeue":
+            run: Any = functools.partial(ops.requeue, rate=rate)
+        else:
+            run = ops.purge
         counts, results = _with_progress(args, entries, verb, run)
     if args.json:
         for r in results:

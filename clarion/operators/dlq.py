@@ -5,19 +5,27 @@ id it carries (every delivery actor takes exactly that argument); the row, not
 the broker, says what happened last (the broker's payload is one attempt
 behind). Writes go through :class:`~models.deadletters.DeadLetterRows`.
 
-Requeue, per dead letter, in this order:
+Requeue, per batch of dead letters (:data:`BATCH_SIZE`), in this order:
 
-1. database (one transaction, :meth:`DeadLetterRows.requeue_dead_letter`): the
-   delivery goes from failed back to queued with attempts reset, and records
-   the message id of the copy about to be enqueued; that id is derived from
-   the dead letter's (:func:`~clarion.operators.deadletters.requeue_message_id`);
-2. broker (:meth:`DeadLetters.move`): the copy is enqueued on the base queue
-   and the dead letter removed, atomically.
+1. database (one transaction for the batch,
+   :meth:`DeadLetterRows.requeue_dead_letters`): each delivery goes from failed
+   back to queued with attempts reset, and records the message id of the copy
+   about to be enqueued; that id is derived from the dead letter's
+   (:func:`~clarion.operators.deadletters.requeue_message_id`);
+2. broker (:meth:`DeadLetters.move_many`, one round trip for the batch): each
+   copy is enqueued on the base queue and its dead letter removed, atomically
+   per entry.
+
+One transaction and one broker move per dead letter ran at about 44 per
+second; batches of a few hundred make an outage's backlog minutes of work,
+and ``--rate`` (:class:`Pacer`) holds them back for a provider that has just
+recovered.
 
 The database goes first so that a worker never receives the copy while the
 row still says failed (it would drop it). If a run stops between 1 and 2, the
 dead letter is still there and the row is queued with the derived id: the next
-run recognises its own half-done requeue (``RESUMED``) and does step 2 only.
+run recognises its own half-done requeue (``RESUMED``) and does step 2 only;
+a batch interrupted anywhere is thus finished entry by entry.
 A dead letter whose row is no longer dead-lettered (requeued and finished
 since, purged, or a second dead letter of one delivery) is stale: it is
 removed and counted as skipped. So each dead letter moves at most once and
@@ -29,9 +37,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import itertools
+import math
 import re
+import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,10 +58,15 @@ from clarion.operators.deadletters import (
     DeadLetters,
     requeue_copy,
 )
-from models.deadletters import DeadLetterRows, PurgeStep, RequeueStep
+from models.deadletters import DeadLetterRows, PurgeStep, RequeueItem, RequeueStep
 from models.enums import Channel
 from models.notifications import Delivery, DeliveryAttempt, Notification
 from workers.queues import all_queues, channel_of
+
+#: Dead letters per database transaction and per broker round trip. A few
+#: hundred amortise the round trips; more only lengthen the locks held on the
+#: notifications and the Lua script that blocks Redis while it runs.
+BATCH_SIZE = 500
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
@@ -222,8 +238,10 @@ class DeadLetterOps:
         sessions: sessionmaker[Session],
         *,
         lease_seconds: float = 3600.0,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.dead_letters = dead_letters
+        self.batch_size = batch_size
         self.sessions = sessions
         self.rows = DeadLetterRows(sessions)
         self.lease_seconds = lease_seconds
@@ -232,22 +250,36 @@ class DeadLetterOps:
 
     def select(self, filters: Filters) -> list[Entry]:
         """Dead letters matching ``filters``, newest first, joined with their rows."""
-        letters = self.dead_letters.entries(filters.queues())
-        entries = self._join(letters)
-        chosen = []
+        return list(self.iter_select(filters))
+
+    def iter_select(self, filters: Filters) -> Iterator[Entry]:
+        """:meth:`select`, produced as it is read: the broker is read and the
+        database joined a chunk at a time, and reading stops at ``--limit``
+        (on Redis nothing beyond the chunks needed is fetched at all)."""
+        letters = self.dead_letters.newest(
+            filters.queues(), since=filters.since, until=filters.until
+        )
         needle = filters.error.lower() if filters.error else None
-        for entry in entries:
-            died = entry.died_at
-            if filters.since and (died is None or died < filters.since):
-                continue
-            if filters.until and (died is None or died > filters.until):
-                continue
-            if needle is not None:
-                text = (entry.delivery.last_error or "") if entry.delivery else ""
-                if needle not in text.lower():
+        left = filters.limit
+        while left is None or left > 0:
+            chunk = list(itertools.islice(letters, _chunk_size(left, needle is not None)))
+            if not chunk:
+                return
+            for entry in self._join(chunk):
+                died = entry.died_at
+                if filters.since and (died is None or died < filters.since):
                     continue
-            chosen.append(entry)
-        return chosen[: filters.limit] if filters.limit else chosen
+                if filters.until and (died is None or died > filters.until):
+                    continue
+                if needle is not None:
+                    text = (entry.delivery.last_error or "") if entry.delivery else ""
+                    if needle not in text.lower():
+                        continue
+                yield entry
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
 
     def find(self, ids: Sequence[str], filters: Filters | None = None) -> list[Entry]:
         """The dead letters named by message id or delivery id (every id must match)."""
@@ -325,76 +357,156 @@ class DeadLetterOps:
     # --- writing -------------------------------------------------------------------
 
     def requeue(
-        self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
+        self,
+        entries: Sequence[Entry],
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        rate: float | None = None,
     ) -> tuple[Counts, list[ItemResult]]:
-        return _each(entries, lambda e: self._requeue_one(e, dry_run), progress)
-
-    def _requeue_one(self, entry: Entry, dry_run: bool) -> ItemResult:
-        letter = entry.letter
-        delivery_id = letter.delivery_id
-        if delivery_id is None:
-            return ItemResult(entry, Outcome.FAILED, "the message carries no delivery id")
+        """Requeue ``entries`` a batch at a time (at most ``rate`` per second)."""
         if dry_run:
-            d = entry.delivery
-            if d is None:
-                return ItemResult(entry, Outcome.SKIPPED, "no delivery row")
-            if d.status != "failed" or d.dead_lettered_at is None:
-                return ItemResult(
-                    entry, Outcome.SKIPPED, f"delivery is {d.status}, not dead-lettered"
-                )
-            return ItemResult(entry, Outcome.WOULD_REQUEUE)
-        copy = requeue_copy(letter)
-        try:
-            step = self.rows.requeue_dead_letter(
-                delivery_id,
-                message_id=copy.message_id,
-                queue_name=letter.queue,
-                lease_seconds=self.lease_seconds,
+            return _each(entries, self._would_requeue, progress)
+        return self._batched(entries, self._requeue_batch, progress, rate)
+
+    def _batched(
+        self,
+        entries: Sequence[Entry],
+        run: Callable[[Sequence[Entry]], list[ItemResult]],
+        progress: Progress | None,
+        rate: float | None,
+    ) -> tuple[Counts, list[ItemResult]]:
+        # In the broker's own order (oldest first): see DeadLetters.move_key.
+        entries = sorted(entries, key=lambda e: self.dead_letters.move_key(e.letter))
+        pacer = Pacer(rate) if rate else None
+        size = pacer.batch_size(self.batch_size) if pacer else self.batch_size
+        counts = Counts()
+        results: list[ItemResult] = []
+        for batch in _chunks(entries, size):
+            if pacer:
+                pacer.wait_for(len(batch))
+            for result in run(batch):
+                _count(counts, result)
+                results.append(result)
+                if progress:
+                    progress(result)
+        return counts, results
+
+    def _would_requeue(self, entry: Entry) -> ItemResult:
+        if entry.letter.delivery_id is None:
+            return ItemResult(entry, Outcome.FAILED, "the message carries no delivery id")
+        d = entry.delivery
+        if d is None:
+            return ItemResult(entry, Outcome.SKIPPED, "no delivery row")
+        if d.status != "failed" or d.dead_lettered_at is None:
+            return ItemResult(entry, Outcome.SKIPPED, f"delivery is {d.status}, not dead-lettered")
+        return ItemResult(entry, Outcome.WOULD_REQUEUE)
+
+    def _requeue_batch(self, batch: Sequence[Entry]) -> list[ItemResult]:
+        """Step 1 for the whole batch in one transaction, then step 2 for the
+        whole batch in one broker round trip (atomic per entry)."""
+        results: dict[int, ItemResult] = {}
+        items: list[tuple[int, Entry, RequeueItem, Any]] = []
+        for i, entry in enumerate(batch):
+            letter = entry.letter
+            if letter.delivery_id is None:
+                results[i] = ItemResult(entry, Outcome.FAILED, "the message carries no delivery id")
+                continue
+            copy = requeue_copy(letter)
+            items.append(
+                (i, entry, RequeueItem(letter.delivery_id, copy.message_id, letter.queue), copy)
             )
-            if step is RequeueStep.MISSING:
-                return ItemResult(
-                    entry, Outcome.SKIPPED, "no delivery row; left in the dead-letter queue"
-                )
-            if step is RequeueStep.STALE:
-                self.dead_letters.remove(letter)
-                return ItemResult(
-                    entry, Outcome.SKIPPED, "delivery no longer dead-lettered; stale entry removed"
-                )
-            if not self.dead_letters.move(letter, copy):
-                return ItemResult(entry, Outcome.SKIPPED, "entry vanished (moved by another run)")
-            reason = "finished an interrupted requeue" if step is RequeueStep.RESUMED else ""
-            return ItemResult(entry, Outcome.REQUEUED, reason)
-        except (BrokerUnavailable, sqlalchemy.exc.OperationalError):
+        try:
+            steps = self.rows.requeue_dead_letters(
+                [item for _, _, item, _ in items], lease_seconds=self.lease_seconds
+            )
+        except sqlalchemy.exc.OperationalError:
             raise  # unreachable: stop the run; the next one resumes
         except Exception as exc:
-            return ItemResult(entry, Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-
-    def purge(
-        self, entries: Sequence[Entry], *, dry_run: bool = False, progress: Progress | None = None
-    ) -> tuple[Counts, list[ItemResult]]:
-        return _each(entries, lambda e: self._purge_one(e, dry_run), progress)
-
-    def _purge_one(self, entry: Entry, dry_run: bool) -> ItemResult:
-        if dry_run:
-            return ItemResult(entry, Outcome.WOULD_PURGE)
-        letter = entry.letter
+            if len(batch) > 1:
+                # One bad row must not fail its neighbours: redo this batch one
+                # by one, so that only the culprit is reported failed.
+                return [r for entry in batch for r in self._requeue_batch([entry])]
+            return [ItemResult(batch[0], Outcome.FAILED, f"{type(exc).__name__}: {exc}")]
+        stale: list[tuple[int, Entry]] = []
+        moves: list[tuple[int, Entry, RequeueStep, Any]] = []
+        for (i, entry, _, copy), step in zip(items, steps, strict=True):
+            if step is RequeueStep.MISSING:
+                results[i] = ItemResult(
+                    entry, Outcome.SKIPPED, "no delivery row; left in the dead-letter queue"
+                )
+            elif step is RequeueStep.STALE:
+                stale.append((i, entry))
+            else:
+                moves.append((i, entry, step, copy))
         try:
-            step = (
-                self.rows.purge_dead_letter(letter.delivery_id)
-                if letter.delivery_id is not None
-                else PurgeStep.MISSING
-            )
-            removed = self.dead_letters.remove(letter)
-            if step is PurgeStep.PURGED:
-                return ItemResult(entry, Outcome.PURGED)
-            why = "no delivery row" if step is PurgeStep.MISSING else "delivery not dead-lettered"
-            return ItemResult(
-                entry, Outcome.SKIPPED, f"{why}; entry {'removed' if removed else 'already gone'}"
-            )
-        except (BrokerUnavailable, sqlalchemy.exc.OperationalError):
+            self.dead_letters.remove_many([entry.letter for _, entry in stale])
+            for i, entry in stale:
+                results[i] = ItemResult(
+                    entry, Outcome.SKIPPED, "delivery no longer dead-lettered; stale entry removed"
+                )
+            moved = self.dead_letters.move_many([(e.letter, copy) for _, e, _, copy in moves])
+        except BrokerUnavailable:
             raise
         except Exception as exc:
-            return ItemResult(entry, Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            for i, entry in [*stale, *((i, e) for i, e, _, _ in moves)]:
+                results.setdefault(i, ItemResult(entry, Outcome.FAILED, reason))
+            return [results[i] for i in range(len(batch))]
+        for (i, entry, step, _), ok in zip(moves, moved, strict=True):
+            if not ok:
+                results[i] = ItemResult(
+                    entry, Outcome.SKIPPED, "entry vanished (moved by another run)"
+                )
+            else:
+                reason = "finished an interrupted requeue" if step is RequeueStep.RESUMED else ""
+                results[i] = ItemResult(entry, Outcome.REQUEUED, reason)
+        return [results[i] for i in range(len(batch))]
+
+    def purge(
+        self,
+        entries: Sequence[Entry],
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> tuple[Counts, list[ItemResult]]:
+        """Purge ``entries`` a batch at a time."""
+        if dry_run:
+            return _each(entries, lambda e: ItemResult(e, Outcome.WOULD_PURGE), progress)
+        return self._batched(entries, self._purge_batch, progress, None)
+
+    def _purge_batch(self, batch: Sequence[Entry]) -> list[ItemResult]:
+        """The rows of the batch in one transaction, then its entries in one round trip."""
+        ids = [e.letter.delivery_id for e in batch if e.letter.delivery_id is not None]
+        try:
+            found = iter(self.rows.purge_dead_letters(ids))
+        except sqlalchemy.exc.OperationalError:
+            raise
+        except Exception as exc:
+            if len(batch) > 1:  # isolate the culprit, as in requeue
+                return [r for e in batch for r in self._purge_batch([e])]
+            return [ItemResult(batch[0], Outcome.FAILED, f"{type(exc).__name__}: {exc}")]
+        steps = [
+            next(found) if e.letter.delivery_id is not None else PurgeStep.MISSING for e in batch
+        ]
+        try:
+            removed = self.dead_letters.remove_many([e.letter for e in batch])
+        except BrokerUnavailable:
+            raise
+        except Exception as exc:
+            return [ItemResult(e, Outcome.FAILED, f"{type(exc).__name__}: {exc}") for e in batch]
+        results = []
+        for entry, step, gone in zip(batch, steps, removed, strict=True):
+            if step is PurgeStep.PURGED:
+                results.append(ItemResult(entry, Outcome.PURGED))
+                continue
+            why = "no delivery row" if step is PurgeStep.MISSING else "delivery not dead-lettered"
+            results.append(
+                ItemResult(
+                    entry, Outcome.SKIPPED, f"{why}; entry {'removed' if gone else 'already gone'}"
+                )
+            )
+        return results
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -409,6 +521,23 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 _DONE = (Outcome.REQUEUED, Outcome.WOULD_REQUEUE, Outcome.PURGED, Outcome.WOULD_PURGE)
 
 
+def _chunk_size(left: int | None, filtering: bool) -> int:
+    """How many dead letters to read and join next: no more than ``--limit``
+    still wants, unless a filter on the row may reject some of them."""
+    if left is None or filtering:
+        return BATCH_SIZE
+    return min(left, BATCH_SIZE)
+
+
+def _count(counts: Counts, result: ItemResult) -> None:
+    if result.outcome in _DONE:
+        counts.done += 1
+    elif result.outcome is Outcome.SKIPPED:
+        counts.skipped += 1
+    else:
+        counts.failed += 1
+
+
 def _each(
     entries: Sequence[Entry],
     one: Callable[[Entry], ItemResult],
@@ -419,13 +548,59 @@ def _each(
     results = []
     for entry in entries:
         result = one(entry)
-        if result.outcome in _DONE:
-            counts.done += 1
-        elif result.outcome is Outcome.SKIPPED:
-            counts.skipped += 1
-        else:
-            counts.failed += 1
+        _count(counts, result)
         results.append(result)
         if progress:
             progress(result)
     return counts, results
+
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*")
+_RATE_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_RATE_SECONDS |= {"h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str, *, field: str = "--rate") -> float:
+    """``200/s``, ``6000/m``, ``50000/h`` or a bare number (per second) -> per second."""
+    match = _RATE.fullmatch(text)
+    per = float(match.group(1)) / _RATE_SECONDS[match.group(2) or "s"] if match else 0.0
+    if per <= 0:
+        raise ValidationError(
+            field, f"expected a rate above 0 such as 200/s, 6000/m or 200; got {text!r}"
+        )
+    return per
+
+
+class Pacer:
+    """Holds a bulk run to ``rate`` dead letters per second on average.
+
+    Before each batch it waits until the batches before it are no longer
+    ahead of the rate; batches are cut small enough (a tenth of a second's
+    worth) that a provider sees a steady flow, not a burst a second.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.started: float | None = None
+        self.admitted = 0
+
+    def batch_size(self, largest: int) -> int:
+        return max(1, min(largest, math.ceil(self.rate / 10)))
+
+    def wait_for(self, count: int) -> None:
+        """Return when ``count`` more may go without exceeding the rate."""
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        due = self.started + self.admitted / self.rate
+        if due > now:
+            self.sleep(due - now)
+        self.admitted += count

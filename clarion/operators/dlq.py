@@ -79,7 +79,10 @@ def parse_when(text: str, *, field: str, now: dt.datetime | None = None) -> dt.d
     now = now or utcnow()
     if _AGE.fullmatch(value):
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _RELATIVE.findall(value))
-        return now - dt.timedelta(seconds=seconds)
+        try:
+            return now - dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValidationError(field, f"{text!r} reaches before the year 1") from None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -29,7 +29,9 @@ from rtkit import RT, Client, Gateway, gateways_fixture, rt_fixture  # noqa: F40
 from clarion import publish_event
 from clarion.core.settings import Settings, reset_settings
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+# Long scenarios of many real processes and CLI runs: the default 120 s guard
+# against a hang is too close to their duration on a loaded machine.
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
 PORTS = range(6440, 6450)
 

@@ -33,6 +33,10 @@ from testdb import ADMIN_URL
 
 # The fixtures (sandboxes, stacks, pl) are tests/pipekit.py's, through tests/chaos/conftest.py.
 
+# Long scenarios of real processes under faults: the default 120 s guard against
+# a hang is too close to their duration on a loaded machine.
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+
 SCHEDULER_APP = "clarion-chaos-scheduler"
 OWN_REDIS_PORT = 6411
 #: Seconds any one scenario may take to settle once its fault is over.

@@ -23,7 +23,9 @@ from harness import wait_until
 
 from channels.sandboxes.http import Fault
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+# Long scenarios of many real processes and CLI runs: the default 120 s guard
+# against a hang is too close to their duration on a loaded machine.
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
 THREADS = 8
 #: Short leases: a delivery orphaned by a dead worker is queued again within seconds.

@@ -20,7 +20,9 @@ from clarion.operators.deadletters import open_dead_letters, requeue_copy
 from clarion.operators.dlq import DeadLetterOps, Filters
 from models.deadletters import DeadLetterRows, RequeueStep
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+# Long scenarios of many real processes and CLI runs: the default 120 s guard
+# against a hang is too close to their duration on a loaded machine.
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
 
 def dead_in_broker(ops: Ops) -> dict[str, str]:

@@ -38,6 +38,7 @@ from testdb import ADMIN_URL
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
 SCHEDULER_APP = "clarion-chaos-scheduler"
+WORKER_APP = "clarion-chaos-worker"
 OWN_REDIS_PORT = 6411
 #: Seconds any one scenario may take to settle once its fault is over.
 SETTLE = 90.0
@@ -46,19 +47,17 @@ SETTLE = 90.0
 # --- helpers ---------------------------------------------------------------------------
 
 
-def scheduler_url(pg_url: str) -> str:
-    """The database URL with the scheduler's own application_name."""
+def scheduler_url(pg_url: str, app: str = SCHEDULER_APP) -> str:
+    """The database URL with an application_name of its own (the scheduler's by default)."""
     url = sa.make_url(pg_url)
-    return url.update_query_dict({"application_name": SCHEDULER_APP}).render_as_string(
-        hide_password=False
-    )
+    return url.update_query_dict({"application_name": app}).render_as_string(hide_password=False)
 
 
 def admin_engine() -> sa.Engine:
     return sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
 
 
-def terminate_scheduler_sessions(admin: sa.Engine, database: str) -> int:
+def terminate_scheduler_sessions(admin: sa.Engine, database: str, app: str = SCHEDULER_APP) -> int:
     with admin.connect() as conn:
         return len(
             conn.execute(
@@ -66,7 +65,7 @@ def terminate_scheduler_sessions(admin: sa.Engine, database: str) -> int:
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name = :app AND datname = :db"
                 ),
-                {"app": SCHEDULER_APP, "db": database},
+                {"app": app, "db": database},
             ).all()
         )
 
@@ -238,6 +237,35 @@ def test_scheduler_survives_its_sessions_terminated_under_load(
     log = scheduler.text()
     assert log.count("database unavailable") < terminated, "logged once per try, not per outage"
     alive(workers.processes[0])
+
+
+def test_workers_survive_their_sessions_terminated_under_load(
+    stacks: StackFactory, pl: Pipeline, pg_url: str, database: str, admin: sa.Engine
+) -> None:
+    # The guard, the group commit's write-backs and the address reads lose their
+    # connections mid-transaction; a take whose acknowledgement was lost is sent
+    # by the lease sweep, hence a short lease.
+    lease = {"CLARION_LEASE_SECONDS": "5"}
+    workers = stacks(
+        "workers", CLARION_DATABASE_URL=scheduler_url(pg_url, WORKER_APP), **lease
+    ).start(scheduler=False)
+    stacks("sched", **lease).start(worker=False)
+    user = pl.user(webhook=True)
+
+    terminated = 0
+    with Feeder(pl, user) as feeder:
+        for round_ in range(15):
+            feeder.wait_for(10 * (round_ + 1))
+            terminated += terminate_scheduler_sessions(admin, database, WORKER_APP)
+            alive(workers.processes[0])
+        ids = feeder.stop()
+
+    assert terminated >= 15, "the workers' sessions were never found to terminate"
+    wait_all_sent(pl, ids)
+    alive(workers.processes[0])
+    # Lost nothing; sent nothing twice: a write-back retried after its commit
+    # applies once, and a take that was lost is sent by the sweep, once.
+    assert_books(pl, user, ids)
 
 
 # --- (b) LISTEN comes back --------------------------------------------------------------

@@ -426,3 +426,14 @@ def test_reset_keeps_issued_tokens(fcm: FCMSandbox, provider: FCMProvider) -> No
     # The provider fixture reset the sandbox after its first send: no new token needed.
     provider.send(dataclasses.replace(push(), title="again"))
     assert [r.path.rsplit("/", 1)[-1] for r in fcm.requests] == [SEND]
+
+
+def test_a_payload_over_4_kb_is_refused_without_a_request(
+    fcm: FCMSandbox, provider: FCMProvider
+) -> None:
+    fcm.reset()
+    with pytest.raises(PermanentError) as refused:
+        provider.send(push(body="x" * 5000))
+    assert refused.value.response["error"] == "too_large"
+    assert refused.value.response["limit"] == 4096
+    assert fcm.requests_to("messages:send") == []

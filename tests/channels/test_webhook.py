@@ -474,3 +474,15 @@ def test_non_public_addresses(address: str) -> None:
 )
 def test_public_addresses(address: str) -> None:
     assert is_public_address(ipaddress.ip_address(address))
+
+
+def test_a_body_over_the_limit_is_refused_without_a_request(
+    receiver: WebhookReceiver, provider: WebhookProvider
+) -> None:
+    # A plain INSERT bypasses notify()'s check: the adapter refuses it again.
+    big = message(receiver.url + "/hooks/big", body="x" * (256 * 1024))
+    with pytest.raises(PermanentError) as refused:
+        provider.send(big)
+    assert refused.value.response["error"] == "too_large"
+    assert refused.value.response["limit"] == 256 * 1024
+    assert receiver.requests == []

@@ -317,43 +317,46 @@ class Retention:
         return len(ids)
 
     def _purge_events(self, now: dt.datetime, report: PurgeReport) -> int:
-        purgeable = self._event_purgeable(now)
-        if purgeable is None:
-            return 0
         e = RealTimeEvent
-        with self.sessions.begin() as s:
-            ids = list(
-                s.scalars(
-                    sa.select(e.event_id)
-                    .where(purgeable)
-                    .order_by(e.generated_at)
-                    .limit(self.policy.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return 0
-            report.counts["real_time_events"] += _delete(s, e, e.event_id.in_(ids))
-        return len(ids)
+        return self._purge_rows(
+            report, "real_time_events", e.event_id, e.generated_at, self._event_purgeable(now)
+        )
 
     def _purge_connections(self, now: dt.datetime, report: PurgeReport) -> int:
-        purgeable = self._connection_purgeable(now)
+        c = WebSocketConnection
+        return self._purge_rows(
+            report,
+            "websocket_connections",
+            c.connection_id,
+            c.connected_at,
+            self._connection_purgeable(now),
+        )
+
+    def _purge_rows(
+        self,
+        report: PurgeReport,
+        table: str,
+        key: Any,
+        age: Any,
+        purgeable: sa.ColumnElement[bool] | None,
+    ) -> int:
+        """One batch of a table without children: the oldest purgeable rows, locked rows skipped."""
         if purgeable is None:
             return 0
-        c = WebSocketConnection
+        model = key.class_
         with self.sessions.begin() as s:
             ids = list(
                 s.scalars(
-                    sa.select(c.connection_id)
+                    sa.select(key)
                     .where(purgeable)
-                    .order_by(c.connected_at)
+                    .order_by(age)
                     .limit(self.policy.batch_size)
                     .with_for_update(skip_locked=True)
                 )
             )
             if not ids:
                 return 0
-            report.counts["websocket_connections"] += _delete(s, c, c.connection_id.in_(ids))
+            report.counts[table] += _delete(s, model, key.in_(ids))
         return len(ids)
 
 

@@ -70,6 +70,17 @@ def terminate_scheduler_sessions(admin: sa.Engine, database: str, app: str = SCH
         )
 
 
+def terminate_some(admin: sa.Engine, database: str, app: str) -> int:
+    """Terminate the sessions of ``app``, waiting until it has one: right after a
+    round it may not have reconnected yet, and a round that found none would test
+    nothing."""
+    return wait_until(
+        lambda: terminate_scheduler_sessions(admin, database, app),
+        timeout=30,
+        what=f"a session of {app} to terminate",
+    )
+
+
 def listening(admin: sa.Engine, database: str) -> bool:
     """Whether the scheduler has a live LISTEN session (its last statement was LISTEN)."""
     with admin.connect() as conn:
@@ -223,7 +234,7 @@ def test_scheduler_survives_its_sessions_terminated_under_load(
     with Feeder(pl, user) as feeder:
         for round_ in range(15):
             feeder.wait_for(10 * (round_ + 1))
-            terminated += terminate_scheduler_sessions(admin, database)
+            terminated += terminate_some(admin, database, SCHEDULER_APP)
             alive(scheduler)
         ids = feeder.stop()
 
@@ -256,7 +267,7 @@ def test_workers_survive_their_sessions_terminated_under_load(
     with Feeder(pl, user) as feeder:
         for round_ in range(15):
             feeder.wait_for(10 * (round_ + 1))
-            terminated += terminate_scheduler_sessions(admin, database, WORKER_APP)
+            terminated += terminate_some(admin, database, WORKER_APP)
             alive(workers.processes[0])
         ids = feeder.stop()
 

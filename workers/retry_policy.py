@@ -39,6 +39,7 @@ class RetryPolicy:
     max_backoff: float = 3600.0
     max_retry_after: float = 900.0
     max_throttles: int = 20
+    max_outage_wait: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ def decide(
             )
         return Decision(
             Action.RETRY,
-            delay=backoff(throttles, policy, rng),
+            delay=min(backoff(throttles, policy, rng), policy.max_outage_wait),
             counts_attempt=False,
             reason="provider down",
         )

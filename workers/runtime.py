@@ -28,6 +28,7 @@ def policy_from(settings: Settings) -> RetryPolicy:
         min_backoff=settings.retry_min_backoff,
         max_backoff=settings.retry_max_backoff,
         max_retry_after=settings.max_retry_after,
+        max_outage_wait=settings.outage_max_wait,
     )
 
 

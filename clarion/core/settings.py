@@ -184,6 +184,13 @@ class Settings:
         "as down: its next retryable failures wait without burning an attempt. 0: never "
         "(every retryable failure burns an attempt).",
     )
+    outage_max_wait: float = setting(
+        "CLARION_OUTAGE_MAX_WAIT",
+        60.0,
+        _positive_float,
+        "Longest wait between two tries of a delivery while its provider is down: once the "
+        "provider is back, every waiting delivery is tried within this many seconds.",
+    )
     # --- providers --------------------------------------------------------------
     provider_timeout: float = setting(
         "CLARION_PROVIDER_TIMEOUT",

@@ -91,3 +91,25 @@ def test_a_threshold_of_zero_turns_the_rule_off() -> None:
     tracker = OutageTracker(threshold=0)
     assert [tracker.failed("ses") for _ in range(50)] == [False] * 50
     assert not tracker.is_down("ses")
+
+
+def test_waits_while_down_are_capped_so_recovery_is_noticed_soon() -> None:
+    policy = RetryPolicy(min_backoff=5.0, max_backoff=3600.0, max_outage_wait=60.0)
+    error = RetryableError("503", provider="webhook")
+    for waits in range(1, 21):
+        decision = decide(
+            error,
+            attempts=1,
+            throttles=waits,
+            max_attempts=3,
+            policy=policy,
+            provider_down=True,
+            rng=random.Random(waits),
+        )
+        assert decision.action is Action.RETRY
+        assert decision.delay <= 60.0, (waits, decision.delay)
+    # The cap is the outage rule's only: an ordinary retry still backs off in full.
+    late = decide(
+        error, attempts=10, throttles=0, max_attempts=30, policy=policy, rng=random.Random(1)
+    )
+    assert late.delay > 60.0

@@ -296,25 +296,11 @@ class Retention:
         return len(ids)
 
     def _trim_attempts(self, now: dt.datetime, report: PurgeReport) -> int:
-        trimmable = self._attempt_trimmable(now)
-        if trimmable is None:
-            return 0
         a = DeliveryAttempt
-        with self.sessions.begin() as s:
-            # attempt_id grows with time: walking the primary key finds the old rows first.
-            ids = list(
-                s.scalars(
-                    sa.select(a.attempt_id)
-                    .where(trimmable)
-                    .order_by(a.attempt_id)
-                    .limit(self.policy.batch_size)
-                    .with_for_update(of=a, skip_locked=True)
-                )
-            )
-            if not ids:
-                return 0
-            report.counts["delivery_attempts"] += _delete(s, a, a.attempt_id.in_(ids))
-        return len(ids)
+        # attempt_id grows with time: walking the primary key finds the old rows first.
+        return self._purge_rows(
+            report, "delivery_attempts", a.attempt_id, a.attempt_id, self._attempt_trimmable(now)
+        )
 
     def _purge_events(self, now: dt.datetime, report: PurgeReport) -> int:
         e = RealTimeEvent
@@ -340,7 +326,8 @@ class Retention:
         age: Any,
         purgeable: sa.ColumnElement[bool] | None,
     ) -> int:
-        """One batch of a table without children: the oldest purgeable rows, locked rows skipped."""
+        """One batch of rows with no children of their own: the oldest purgeable, locked
+        rows skipped (conditions on other tables are EXISTS subqueries, never locked)."""
         if purgeable is None:
             return 0
         model = key.class_

@@ -31,7 +31,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from clarion.core.errors import SettingsError
 from clarion.core.settings import safe_url
@@ -94,7 +94,7 @@ def _signing_key(entry: Any) -> SigningKey | None:
         return None
     try:
         jwk = PyJWK(entry)
-    except (PyJWKError, ValueError, TypeError):
+    except (PyJWTError, ValueError, TypeError, KeyError):
         return None
     algorithm = algorithm_of(jwk.key)
     if algorithm is None or entry.get("alg", algorithm) != algorithm:

@@ -215,7 +215,7 @@ class Verifier:
             raise TokenError("wrong token audience (aud)") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenError(f"token has no {exc.claim} claim") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # InvalidTokenError, and a key PyJWT will not use
             raise TokenError(f"invalid token: {type(exc).__name__}") from None
         return claims
 

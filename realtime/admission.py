@@ -135,7 +135,11 @@ class Admission:
             return None  # opened, then closed with the limit's code (see handle)
         for old, code, why in evict:
             assert isinstance(old, Connection)
-            self.hub.cut_off(old, code, why)
+            if old in self.index.connections:
+                self.hub.cut_off(old, code, why)
+            else:  # still in its handshake: closed as soon as it opens (see handle)
+                old.closing_reason = why
+                old.socket.refusal = (code, why)
         socket.on_lost = lambda: self.limits.release(conn)
         device = _first(query, "device")
         now = utcnow()
@@ -171,6 +175,13 @@ class Admission:
         socket = cast(Socket, ws)
         if socket.refusal is not None:
             await socket.close_within(*socket.refusal)
+            if socket.clarion is not None:  # replaced before it opened: its row ends here
+                self.writer.update(
+                    socket.clarion.connection_id,
+                    connection_status=ConnectionStatus.DISCONNECTED,
+                    disconnected_at=utcnow(),
+                    disconnect_reason=socket.refusal[1],
+                )
             return
         conn = socket.clarion
         assert conn is not None

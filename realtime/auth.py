@@ -38,6 +38,9 @@ ALGORITHM = "HS256"
 ASYMMETRIC = ("RS256", "ES256")
 #: Entries of a channel claim beyond this make the token invalid.
 MAX_GRANT_ENTRIES = 1000
+#: Seconds of clock difference tolerated on exp, nbf and iat: a provider's token used
+#: the second it was issued must not look issued in the future.
+CLOCK_LEEWAY = 5.0
 
 
 class TokenError(Exception):
@@ -113,7 +116,7 @@ class Verifier:
         audience: str | None = None,
         user_claim: str = "sub",
         channels_claim: str = "clarion_channels",
-        leeway: float = 0.0,
+        leeway: float = CLOCK_LEEWAY,
     ) -> None:
         self.secret = secret
         self.pem_keys = pem_keys or []

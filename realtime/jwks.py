@@ -188,7 +188,7 @@ class JwksCache:
             try:
                 document = await self._fetch()
                 by_kid, unnamed, skipped = parse_jwks(document)
-            except (httpx.HTTPError, ValueError, ssl.SSLError) as exc:
+            except Exception as exc:  # whatever went wrong, the keys held stay; none are added
                 self.failures += 1
                 log.warning("JWKS fetch from %s failed: %s", safe_url(self.url), _describe(exc))
                 return False

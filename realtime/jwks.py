@@ -139,7 +139,12 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
-        self.ssl = ssl.create_default_context(cafile=ca_bundle)
+        try:
+            self.ssl = ssl.create_default_context(cafile=ca_bundle)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(
+                "CLARION_JWKS_CA_BUNDLE", f"not a PEM file of certificates ({_describe(exc)})"
+            ) from None
         self.refresh_interval = refresh_interval
         self.max_age = max_age
         self.clock = clock

@@ -4,6 +4,7 @@ limits, channel grants, which JWKS keys are kept, the settings they read."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jwt
 import pytest
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from clarion.core.errors import SettingsError
 from clarion.core.settings import Settings
-from realtime.auth import Grant, TokenError
+from realtime.auth import Grant, TokenError, Verifier
 from realtime.gateway import check_settings
 from realtime.jwks import parse_jwks
 from realtime.limits import (
@@ -158,3 +159,19 @@ def test_settings_of_the_gateway() -> None:
         check_settings(Settings.from_env({"CLARION_JWKS_URL": "https://idp.example/jwks.json"}))
     with pytest.raises(SettingsError, match="CLARION_JWT_SECRET"):
         check_settings(Settings())
+
+
+def test_unusable_key_files_are_named(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    settings = Settings.from_env(
+        {
+            "CLARION_JWKS_URL": "https://idp.example/jwks.json",
+            "CLARION_JWKS_CA_BUNDLE": str(junk),
+        }
+    )
+    with pytest.raises(SettingsError, match="CLARION_JWKS_CA_BUNDLE: not a PEM file"):
+        Verifier.from_settings(settings)
+    settings = Settings.from_env({"CLARION_JWT_PUBLIC_KEYS": str(junk)})
+    with pytest.raises(SettingsError, match=r"CLARION_JWT_PUBLIC_KEYS: .*junk\.pem: not a PEM"):
+        Verifier.from_settings(settings)

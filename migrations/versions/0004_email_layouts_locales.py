@@ -366,9 +366,8 @@ def _seed(postgres: bool) -> None:
                 "title": title,
                 "message": message,
                 "priority": source.priority,
-                "channels": json.dumps(
-                    channels if not isinstance(channels, str) else json.loads(channels)
-                ),
+                # jsonb comes back as a list; SQLite's JSON as its text.
+                "channels": json.loads(channels) if isinstance(channels, str) else channels,
                 "body_format": source.body_format,
                 "created_at": now,
                 "updated_at": now,
@@ -376,7 +375,7 @@ def _seed(postgres: bool) -> None:
         )
     if rows:
         cast = "CAST(:{0} AS notification_{0})" if postgres else ":{0}"
-        channels = "CAST(:channels AS jsonb)" if postgres else ":channels"
+        channels_sql = "CAST(:channels AS jsonb)" if postgres else ":channels"
         conflict = " ON CONFLICT (auction_type, event, locale) DO NOTHING" if postgres else ""
         bind.execute(
             sa.text(
@@ -384,7 +383,12 @@ def _seed(postgres: bool) -> None:
                 " category, title, message, priority, channels, body_format, version,"
                 " created_at, updated_at) VALUES (:template_id, :auction_type, :event, :locale,"
                 f" {cast.format('category')}, :title, :message, {cast.format('priority')},"
-                f" {channels}, :body_format, 1, :created_at, :updated_at){conflict}"
+                f" {channels_sql}, :body_format, 1, :created_at, :updated_at){conflict}"
+            ).bindparams(
+                sa.bindparam("template_id", type_=sa.Uuid()),
+                sa.bindparam("channels", type_=sa.JSON()),
+                sa.bindparam("created_at", type_=sa.DateTime(timezone=True)),
+                sa.bindparam("updated_at", type_=sa.DateTime(timezone=True)),
             ),
             rows,
         )

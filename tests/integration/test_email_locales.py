@@ -41,8 +41,12 @@ def clarion_cli(
 
 
 @pytest.fixture
-def restore_templates(engine: Engine) -> Iterator[None]:
-    """Undo a test's template edits: drop added rows, reactivate, restore texts."""
+def restore_templates(engine: Engine, session: Session) -> Iterator[None]:
+    """Undo a test's template edits: drop added rows, reactivate, restore texts.
+
+    The test's session is rolled back first: its uncommitted rows would
+    otherwise hold the locks the restore waits for.
+    """
     with engine.connect() as conn:
         before = {
             r.template_id: r
@@ -51,6 +55,7 @@ def restore_templates(engine: Engine) -> Iterator[None]:
             )
         }
     yield
+    session.rollback()
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE notifications SET template_id = NULL"))
         conn.execute(

@@ -386,3 +386,25 @@ def test_no_unrendered_placeholder_survives_in_any_shipped_text() -> None:
     for (key, locale), (title, message, _) in SHIPPED.items():
         for text in (title, message):
             assert re.fullmatch(r"[^{}]*(\{[a-z_]+\}[^{}]*)*", text), (key, locale, text)
+
+
+def test_logo_replaces_the_name_in_the_header() -> None:
+    mail = render_email(
+        LAYOUT,
+        locale="en",
+        default_locale="en",
+        title="t",
+        message="m",
+        category="bid",
+        action_url=None,
+        action_label=None,
+        platform="Acme <Auctions>",
+        logo_url="https://cdn.example.com/logo.png?a=1&b=2",
+    )
+    [img] = [a for t, a in elements(mail.html) if t == "img"]
+    assert (img["src"], img["alt"]) == (
+        "https://cdn.example.com/logo.png?a=1&b=2",
+        "Acme <Auctions>",
+    )
+    assert 'class="brand"' not in mail.html
+    assert "Acme <Auctions>" in mail.text

@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.operators.commands import add_parsers
 
     add_parsers(sub)  # dlq, status, inspect
+    from clarion import template_commands
+
+    template_commands.add_parsers(sub)  # template, locale
     return parser
 
 

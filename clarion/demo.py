@@ -8,14 +8,16 @@ on ``CLARION_BROKER_URL``, the sandboxes still standing in for the providers.
 
 It creates demo users with addresses, sends the six auction notifications
 across all five channels (one scheduled a few seconds ahead), one that fails
-once and is retried, and one that exhausts its attempts and dead-letters; it
-shows progress, then a table of the rows.
+once and is retried, one that exhausts its attempts and dead-letters, and two
+branded emails for readers whose locale is German and Arabic; it shows
+progress, then a table of the rows and a line per email sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,6 +38,7 @@ from clarion.api import notify
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings, get_settings, reset_settings, safe_url
 from clarion.exitcodes import ExitCode
+from clarion.locales import money, set_locale
 from models import Channel, Delivery, Notification, UserAddress
 from models.enums import DeliveryStatus
 
@@ -87,6 +90,7 @@ def run_demo() -> int:
             runner.stop()
         _report(sessions, ids, console, runner.dead_letters())
         console.print(f"provider calls: {farm.request_counts()}")
+        _report_emails(farm, console)
         engine.dispose()
     reset_settings(None)
     return ExitCode.OK if ok else ExitCode.UNEXPECTED
@@ -96,7 +100,7 @@ def run_demo() -> int:
 
 
 def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> list[uuid.UUID]:
-    alice, bob, carol, dave = (uuid.uuid4() for _ in range(4))
+    alice, bob, carol, dave, erika, amira = (uuid.uuid4() for _ in range(6))
     secret = "whsec_ZGVtby1zaWduaW5nLXNlY3JldC0xMjM0NTY3OA=="
     dead_token = "fcm-token-bob-uninstalled"
     farm.fcm.unregister(dead_token)
@@ -115,6 +119,8 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
                 UserAddress(user_id=bob, channel=Channel.EMAIL, address="bob@example.com"),
                 UserAddress(user_id=bob, channel=Channel.PUSH, address=dead_token),
                 UserAddress(user_id=carol, channel=Channel.EMAIL, address="carol@example.com"),
+                UserAddress(user_id=erika, channel=Channel.EMAIL, address="erika@example.de"),
+                UserAddress(user_id=amira, channel=Channel.EMAIL, address="amira@example.ae"),
                 UserAddress(
                     user_id=dave,
                     channel=Channel.WEBHOOK,
@@ -123,6 +129,9 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
                 ),
             ]
         )
+        # Erika reads German, Amira Arabic: their emails are rendered in their language.
+        set_locale(erika, "de", session=s)
+        set_locale(amira, "ar", session=s)
     # Alice's SMS provider hiccups once (503): retried, then delivered.
     farm.twilio.fail(Fault(status=503), times=1)
     # Dave's endpoint is down for good: 2 attempts, then the dead-letter queue.
@@ -174,6 +183,22 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
             channels=["in_app", "email", "webhook"],
         ),
         notify(
+            erika,
+            template="english/outbid",
+            template_data={"amount": money("1250", "EUR")},
+            channels=["email"],
+            auction_id=auction,
+            action_url="https://auctions.example.com/a/123",
+            action_label="Erneut bieten",
+        ),
+        notify(
+            amira,
+            template="system/auction_ended",
+            template_data={"auction_title": "Vintage Watch Collection", "winner": "alice"},
+            channels=["email"],
+            action_url="https://auctions.example.com/a/123",
+        ),
+        notify(
             dave,
             title="Payment reminder",
             message="Your invoice for the Rare Coins auction is due.",
@@ -183,8 +208,9 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
         ),
     ]
     console.print(
-        f"created {len(created)} notifications for 4 users "
-        "(one scheduled 4 s ahead, one retried, one to dead-letter)"
+        f"created {len(created)} notifications for 6 users "
+        "(one scheduled 4 s ahead, one retried, one to dead-letter, "
+        "one email in German and one in Arabic)"
     )
     return [n.notification_id for n in created]
 
@@ -330,6 +356,26 @@ def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) ->
     console.print(table)
     if dead >= 0:
         console.print(f"dead-letter queue: {dead} message(s)")
+
+
+def _report_emails(farm: SandboxFarm, console: Console) -> None:
+    """One line per email the SES sandbox received: language, direction, parts."""
+    from channels.sandboxes.ses import raw_mime
+
+    for payload in list(farm.ses.sent):
+        if "Raw" not in payload.get("Content", {}):
+            continue
+        mail = raw_mime(payload)
+        parts = [p.get_content_type() for p in mail.walk() if not p.is_multipart()]
+        html_part = next((p for p in mail.walk() if p.get_content_type() == "text/html"), None)
+        body = html_part.get_payload(decode=True) if html_part else None
+        markup = body.decode("utf-8") if isinstance(body, bytes) else ""
+        lang = re.search(r'<html lang="([^"]+)" dir="(\w+)"', markup)
+        where = f"lang={lang.group(1)} dir={lang.group(2)}" if lang else "no layout"
+        console.print(
+            f"email to {payload['Destination']['ToAddresses'][0]}: {mail['Subject']!s} "
+            f"({mail.get_content_type()}: {' + '.join(parts)}, {where})"
+        )
 
 
 def _short(value: Any) -> str:

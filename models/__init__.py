@@ -16,9 +16,11 @@ from models.enums import (
 from models.notifications import (
     Delivery,
     DeliveryAttempt,
+    EmailLayout,
     Notification,
     NotificationTemplate,
     UserAddress,
+    UserLocale,
 )
 from models.realtime import RealTimeEvent, WebSocketConnection
 
@@ -34,6 +36,7 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "DeliveryStatus",
+    "EmailLayout",
     "EventCategory",
     "EventPriority",
     "Notification",
@@ -42,6 +45,7 @@ __all__ = [
     "Priority",
     "RealTimeEvent",
     "UserAddress",
+    "UserLocale",
     "Visibility",
     "WebSocketConnection",
     "metadata",

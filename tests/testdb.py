@@ -23,6 +23,7 @@ DATA_TABLES = (
     "notification_deliveries",
     "notifications",
     "user_addresses",
+    "user_locales",
     "websocket_connections",
     "real_time_events",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -134,6 +135,25 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+_LOCALE_TAG = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,3}")
+
+
+def _locale(raw: str) -> str:
+    # The shape only: the ground does not load Babel; clarion.locales checks
+    # that the locale exists when it first uses it.
+    if not _LOCALE_TAG.fullmatch(raw):
+        raise ValueError(f"must be a locale tag such as en, de or pt-BR, got {raw!r}")
+    return raw.replace("_", "-")
+
+
+def _optional_https_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or any(c.isspace() for c in raw):
+        raise ValueError(f"must be an http(s) URL without spaces, got {raw!r}")
+    return raw
+
+
 def setting(
     env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
 ) -> Any:
@@ -253,6 +273,31 @@ class Settings:
     )
     email_from: str = setting(
         "CLARION_EMAIL_FROM", "notifications@clarion.invalid", _str, "From address of emails."
+    )
+    default_locale: str = setting(
+        "CLARION_DEFAULT_LOCALE",
+        "en",
+        _locale,
+        "Locale of users who set none, and the last step of every fallback chain "
+        "(pt-BR -> pt -> this).",
+    )
+    platform_name: str = setting(
+        "CLARION_PLATFORM_NAME",
+        "Clarion Auctions",
+        _str,
+        "The platform's name in the email layout's header and footer.",
+    )
+    platform_logo_url: str | None = setting(
+        "CLARION_PLATFORM_LOGO_URL",
+        None,
+        _optional_https_url,
+        "URL of the logo in the email layout's header; unset: the platform's name as text.",
+    )
+    email_layout: str = setting(
+        "CLARION_EMAIL_LAYOUT",
+        "default",
+        _str,
+        "Name of the email layout (email_layouts.name); its highest active version is used.",
     )
     ses_region: str = setting("CLARION_SES_REGION", "us-east-1", _str, "AWS region of SES.")
     ses_endpoint_url: str | None = setting(

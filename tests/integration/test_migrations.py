@@ -27,6 +27,8 @@ CLARION_TABLES = {
     "user_addresses",
     "notification_deliveries",
     "delivery_attempts",
+    "email_layouts",
+    "user_locales",
 }
 CLARION_ENUMS = {
     "attempt_outcome",
@@ -87,7 +89,7 @@ def _templates(url: str) -> list[tuple[str, str]]:
             return [
                 (r.auction_type, r.event)
                 for r in conn.execute(
-                    sa.text("SELECT auction_type, event FROM notification_templates")
+                    sa.text("SELECT DISTINCT auction_type, event FROM notification_templates")
                 )
             ]
     finally:
@@ -135,8 +137,8 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+def test_head_is_the_email_layouts_revision() -> None:
+    assert migrate.head() == "0004_email_layouts_locales"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

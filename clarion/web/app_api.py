@@ -31,13 +31,20 @@ from clarion.core.parse import as_uuid
 from clarion.operators.inspect import inspect_notification
 from clarion.web.auth import require_scope
 from clarion.web.context import WebContext, context
-from clarion.web.problems import Problem
+from clarion.web.problems import API_ERRORS, Problem, documented
 from models import idempotency
 from models.apikeys import KeyInfo, Scope
 from models.notifications import Notification
 from realtime.outbox import EventSpec, event_payload, record_event
 
-router = APIRouter(prefix="/v1", tags=["application"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["application"],
+    responses={
+        **API_ERRORS,
+        409: documented("the Idempotency-Key was used with another request"),
+    },
+)
 
 #: Notifications in one bulk request.
 BULK_MAX = 1000

@@ -26,7 +26,7 @@ from clarion.core.parse import as_enum, as_uuid
 from clarion.web.app_api import _iso, _value
 from clarion.web.auth import User, current_user
 from clarion.web.context import WebContext, context
-from clarion.web.problems import Problem
+from clarion.web.problems import API_ERRORS, Problem, documented
 from models.enums import Category
 from models.inbox import InboxFilter
 from models.notifications import Notification
@@ -34,7 +34,11 @@ from realtime.wire import badge_message, user_channel
 
 log = logging.getLogger("clarion.web")
 
-router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
+router = APIRouter(
+    prefix="/v1/inbox",
+    tags=["inbox"],
+    responses={**API_ERRORS, 404: documented("not a notification of this user")},
+)
 
 
 class InboxItem(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion.core.errors import NotFoundError, TemplateError, ValidationError
@@ -25,6 +26,34 @@ log = logging.getLogger("clarion.web")
 PROBLEM_JSON = "application/problem+json"
 #: Where a problem type is described: the README's section.
 TYPE_BASE = "https://clarion.invalid/problems/"
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error answer carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    field: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+def documented(description: str) -> dict[str, Any]:
+    return {
+        "model": ProblemDetails,
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+
+
+#: The error answers of the API routes, for the OpenAPI schema.
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: documented("no credential, an unknown or revoked key, a bad or expired token"),
+    403: documented("the API key lacks the scope this route needs"),
+    422: documented("a bad body, header or parameter; `field` names it"),
+}
 
 
 class Problem(Exception):

@@ -47,6 +47,9 @@ def add_parsers(sub: Any) -> None:
     web.add_argument("--host", help="listen address (default: CLARION_WEB_HOST)")
     web.add_argument("--port", type=int, help="port (default: CLARION_WEB_PORT)")
     web.add_argument("--workers", type=int, help="processes (default: CLARION_WEB_WORKERS)")
+    web.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI schema (JSON) and exit"
+    )
     web.set_defaults(func=cmd_web)
 
     key = sub.add_parser("apikey", help="create, list and revoke API keys of clarion web")
@@ -70,6 +73,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     from clarion.core.errors import ValidationError
 
     settings = get_settings()
+    if args.openapi:
+        from clarion.web.app import create_app
+
+        app = create_app(settings)
+        print(json.dumps(app.openapi(), indent=2, sort_keys=True))
+        app.state.clarion.close()
+        return ExitCode.OK
     port = settings.web_port if args.port is None else args.port
     workers = settings.web_workers if args.workers is None else args.workers
     if not 0 < port < 65536:

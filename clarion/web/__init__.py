@@ -7,7 +7,7 @@
 * the operators' console (``/console``), server-rendered HTML.
 
 One FastAPI application (:func:`clarion.web.app.create_app`) on uvicorn
-(:func:`clarion.web.server.serve`). Every route is a plain function run in
+(:func:`clarion.web.runner.serve`). Every route is a plain function run in
 uvicorn's thread pool over Clarion's synchronous code: the same ``notify``,
 ``publish_event`` and operators' commands the Python API and the CLI use.
 """

@@ -216,7 +216,7 @@ def _once(
                 if stored.request_hash != request_hash:
                     raise Problem(
                         409,
-                        "this Idempotency-Key was used with a different request",
+                        "Idempotency-Key: was used with a different request",
                         kind="idempotency-conflict",
                         field="Idempotency-Key",
                     )

@@ -1,9 +1,4 @@
-"""Running ``clarion web`` on uvicorn, and the ``clarion web`` / ``clarion apikey`` commands.
-
-uvicorn handles SIGTERM and SIGINT gracefully: it stops accepting, lets the
-requests in flight finish (at most ``GRACEFUL_SECONDS``), runs the
-application's shutdown (engine and Redis closed) and exits 0.
-"""
+"""The ``clarion web`` and ``clarion apikey`` commands (registered by ``clarion.cli``)."""
 
 from __future__ import annotations
 
@@ -12,33 +7,8 @@ import json
 import sys
 from typing import Any
 
-from clarion.core.settings import Settings, get_settings
+from clarion.core.settings import get_settings
 from clarion.exitcodes import ExitCode
-
-#: Seconds requests in flight get to finish on SIGTERM.
-GRACEFUL_SECONDS = 20
-
-
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
-    import uvicorn
-
-    from clarion.core.logging import configure_logging
-
-    configure_logging(settings.log_level)
-    common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
-        "log_level": settings.log_level.lower(),
-        "access_log": False,  # paths carry ids, never bodies; keep the log for errors
-        "proxy_headers": False,
-    }
-    if workers > 1:
-        uvicorn.run("clarion.web.app:app_from_env", factory=True, workers=workers, **common)
-        return
-    from clarion.web.app import create_app
-
-    uvicorn.run(create_app(settings), **common)
 
 
 def add_parsers(sub: Any) -> None:
@@ -90,6 +60,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         raise ValidationError(
             "--workers", "more than one worker needs CLARION_WEB_SESSION_SECRET (shared sessions)"
         )
+    from clarion.web.runner import serve
+
     serve(settings, host=args.host or settings.web_host, port=port, workers=workers)
     return ExitCode.OK
 

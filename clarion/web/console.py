@@ -419,36 +419,37 @@ def search(request: Request) -> Response:
     ctx = context(request)
     by = request.query_params.get("by", "id")
     q = request.query_params.get("q", "").strip()
-    rows: list[dict[str, Any]] = []
     error = None
+    found: list[Notification] = []
+    n = Notification
+    query = sa.select(n).order_by(n.created_at.desc()).limit(SEARCH_LIMIT)
     if q:
+        column = {"id": n.notification_id, "user": n.user_id, "auction": n.auction_id}.get(by)
         try:
             value = uuid.UUID(q)
         except ValueError:
             error = f"{q!r} is not an id (a UUID)"
-        else:
-            n = Notification
-            column = {"id": n.notification_id, "user": n.user_id, "auction": n.auction_id}.get(by)
-            if column is None:
-                error = "search by id, user or auction"
-            else:
-                with ctx.sessions() as s:
-                    found = s.scalars(
-                        sa.select(n).where(column == value).order_by(n.created_at.desc())
-                    ).all()
-                    if by == "id" and len(found) == 1:
-                        return RedirectResponse(f"/console/notifications/{value}", status_code=303)
-                    rows = [
-                        {
-                            "notification_id": str(r.notification_id),
-                            "user_id": str(r.user_id),
-                            "title": r.title,
-                            "status": str(getattr(r.status, "value", r.status)),
-                            "channels": ", ".join(r.delivery_channels),
-                            "created_at": r.created_at.isoformat(timespec="seconds"),
-                        }
-                        for r in found[:SEARCH_LIMIT]
-                    ]
+        if column is None:
+            error = "search by id, user or auction"
+        if error is None and column is not None:
+            query = query.where(column == value)
+    if error is None:
+        # Without a query: the most recent notifications.
+        with ctx.sessions() as s:
+            found = list(s.scalars(query))
+        if q and by == "id" and len(found) == 1:
+            return RedirectResponse(f"/console/notifications/{q}", status_code=303)
+    rows = [
+        {
+            "notification_id": str(r.notification_id),
+            "user_id": str(r.user_id),
+            "title": r.title,
+            "status": str(getattr(r.status, "value", r.status)),
+            "channels": ", ".join(r.delivery_channels),
+            "created_at": r.created_at.isoformat(timespec="seconds"),
+        }
+        for r in found
+    ]
     return page(
         request,
         "search.html",

@@ -27,6 +27,8 @@ CLARION_TABLES = {
     "user_addresses",
     "notification_deliveries",
     "delivery_attempts",
+    "api_keys",
+    "idempotency_keys",
 }
 CLARION_ENUMS = {
     "attempt_outcome",
@@ -135,8 +137,8 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+def test_head_is_the_web_revision() -> None:
+    assert migrate.head() == "0003_web"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

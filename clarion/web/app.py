@@ -21,6 +21,7 @@ from clarion import __version__
 from clarion.core.settings import Settings, get_settings
 from clarion.web import app_api, console, inbox_api, problems
 from clarion.web.context import build_context
+from clarion.web.guards import Guards
 
 log = logging.getLogger("clarion.web")
 
@@ -70,6 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
         same_site="strict",
         https_only=settings.web_secure_cookies,
     )
+
+    # Outermost: a body too large is refused before anything reads it.
+    app.add_middleware(Guards)
 
     @app.exception_handler(console.SignedOut)
     async def _signed_out(request: Request, _exc: console.SignedOut) -> Response:

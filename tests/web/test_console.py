@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from browserkit import screenshot_dir
 from harness import Stack, clarion_env, reset_broker, wait_until
+from playwright.sync_api import expect
 from rtkit import SECRET, start_gateway
 from sqlalchemy.engine import Engine
 from testdb import truncate_data
@@ -70,6 +71,9 @@ def test_sessions_cookies_and_csrf(plain_web: Web) -> None:
         cookie = form.headers["set-cookie"]
         assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
         assert "path=/console" in cookie.lower()
+        # not to be framed (a purge button under someone else's page), own scripts only
+        assert form.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
         # no CSRF token, or another one: refused, nobody signed in
         assert http.post("/console/login", data={"key": operate}).status_code == 403
         refused = http.post("/console/login", data={"key": operate, "csrf": "forged"})
@@ -199,9 +203,8 @@ def test_console_in_a_browser_requeues_a_real_dead_letter(
         assert int(page.inner_text("#live-workers")) >= 1
         # a client connects to the gateway: the page refreshes itself to show it
         with connect(f"ws://127.0.0.1:{gateway.port}/?token={make_token(users[0], SECRET)}"):
-            page.wait_for_function(
-                "document.querySelector('#gateway-connections').innerText === '1'", timeout=15000
-            )
+            # (expect, not wait_for_function: the console's CSP forbids eval)
+            expect(page.locator("#gateway-connections")).to_have_text("1", timeout=15000)
             page.screenshot(path=str(shots / "console-status.png"), full_page=True)
 
         page.click("text=Dead letters")

@@ -86,6 +86,13 @@ def counts(engine: Engine) -> tuple[int, int, int]:
         )
 
 
+def run_async(coroutine: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: a session's Playwright (the browser
+    tests) keeps an event loop running in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM), r.headers
@@ -195,7 +202,7 @@ def test_events_reach_a_gateway_client(
         await client.close()
         return {"answer": r.json(), "event": frames[-1]}
 
-    out = asyncio.run(scenario())
+    out = run_async(scenario())
     assert out["event"]["event_id"] == out["answer"]["event_id"]
     assert out["event"]["seq"] == out["answer"]["sequence_number"]
     assert out["event"]["data"] == {"bid_amount": 150.0}
@@ -370,6 +377,19 @@ def test_bad_bodies_are_422_naming_the_field(
         assert_problem(
             http.get("/v1/notifications/12", headers=bearer(keys["all"])), 422, "notification_id"
         )
+        # a body past 16 MiB is refused before it is read, declared or streamed
+        huge = b'{"notifications": [' + b" " * (17 * 1024 * 1024) + b"]}"
+        json_type = {**bearer(keys["all"]), "content-type": "application/json"}
+        assert_problem(http.post("/v1/notifications/bulk", content=huge, headers=json_type), 413)
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"notifications": ['
+            for _ in range(17):
+                yield b" " * (1024 * 1024)
+            yield b"]}"
+
+        streamed = http.post("/v1/notifications/bulk", content=chunks(), headers=json_type)
+        assert_problem(streamed, 413, "body")
         token = bearer(make_token(user, SECRET))
         assert_problem(http.get("/v1/inbox?category=nope", headers=token), 422, "category")
         assert_problem(http.get("/v1/inbox?auction_id=nope", headers=token), 422, "auction_id")
@@ -530,7 +550,7 @@ def test_inbox_pages_filters_marks_and_pushes_the_badge(
             await client.close()
             return [b for b in badges if b["type"] == "badge"]
 
-        assert [b["unread"] for b in asyncio.run(marks())] == [6, 5, 4, 0]
+        assert [b["unread"] for b in run_async(marks())] == [6, 5, 4, 0]
         unread = http.get("/v1/inbox", params={"unread": "true"}, headers=token).json()
         assert unread["items"] == [] and unread["unread"] == 0
         listed = http.get("/v1/inbox", headers=token).json()["items"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from browserkit import screenshot_dir
-from harness import Stack, clarion_env, reset_broker, wait_until
+from harness import CLARION, Stack, clarion_env, reset_broker, wait_until
 from playwright.sync_api import expect
 from rtkit import SECRET, start_gateway
 from sqlalchemy.engine import Engine
 from testdb import truncate_data
-from webkit import Web, start_web
+from webkit import Web, start_web, web_env
 from websockets.sync.client import connect
 
 from channels.sandboxes.farm import SandboxFarm
@@ -114,6 +115,37 @@ def test_sessions_cookies_and_csrf(plain_web: Web) -> None:
         csrf = csrf_of(http.get("/console").text)
         assert http.post("/console/logout", data={"csrf": csrf}).status_code == 303
         assert http.get("/console").status_code == 303
+
+
+def test_two_workers_share_console_sessions(pg_url: str, tmp_path: Path) -> None:
+    env = {
+        "CLARION_DATABASE_URL": pg_url,
+        "CLARION_BROKER_URL": BROKER_URL,
+        "CLARION_REDIS_URL": BROKER_URL,
+    }
+    # Each process would sign with a key of its own: refused, naming what is missing.
+    alone = subprocess.run(
+        [CLARION, "web", "--workers", "2", "--port", "1"],
+        env=web_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert alone.returncode == 2 and "CLARION_WEB_SESSION_SECRET" in alone.stderr
+    secret = {"CLARION_WEB_SESSION_SECRET": "s" * 40}
+    server = start_web({**env, **secret}, tmp_path, "--workers", "2")
+    try:
+        key = server.new_key("on-call", "operate")
+        with server.client(follow_redirects=False) as http:
+            assert sign_in(http, key).status_code == 303
+            # a fresh connection per request lands on either process
+            pages = [
+                httpx.get(f"{server.url}/console", cookies=http.cookies, timeout=30)
+                for _ in range(8)
+            ]
+            assert {p.status_code for p in pages} == {200}
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 # --- the browser ---------------------------------------------------------------------------------

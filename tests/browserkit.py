@@ -33,9 +33,15 @@ def screenshot_dir() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """One headless Chromium per test session (a Playwright ``Browser``)."""
+    """One headless Chromium per test module (a Playwright ``Browser``).
+
+    Not per session: while Playwright's sync API is active it leaves an event loop
+    marked running in the main thread, so ``asyncio.run`` fails in every test that
+    runs after it (the real-time and fault tiers use it). Ending Playwright with the
+    module that used it gives the thread back; within such a module, run asyncio
+    code in a thread of its own."""
     from playwright.sync_api import sync_playwright
 
     if not os.access(CHROMIUM, os.X_OK):

@@ -1,6 +1,7 @@
 """Who is calling: an API key (application API) or a user's JWT (inbox API).
 
-Both come as ``Authorization: Bearer ...``. No credential, or one Clarion
+Both come as ``Authorization: Bearer ...``; user tokens are checked exactly as the
+real-time gateway checks them (the same verifier, the same settings). No credential, or one Clarion
 did not issue, or a revoked key, or an expired token: 401 with
 ``WWW-Authenticate``. A valid key without the scope the route needs: 403.
 Nothing about the credential itself is ever logged.
@@ -18,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from clarion.web.context import WebContext, context
 from clarion.web.problems import Problem
 from models.apikeys import KeyInfo, Scope
-from realtime.auth import TokenError, verify_token
+from realtime.auth import SigningKeysUnavailable, TokenError
 
 # auto_error=False: a missing header is answered by us, as problem+json.
 api_key_scheme = HTTPBearer(
@@ -75,19 +76,30 @@ class User:
     user_id: uuid.UUID
 
 
-def current_user(
+async def current_user(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(user_token_scheme),  # noqa: B008
 ) -> User:
-    """The user whose token signs the request (the inbox API)."""
+    """The user whose token signs the request (the inbox API).
+
+    Checked by the gateway's own :class:`~realtime.auth.Verifier`, built from the
+    same settings: HS256 with ``CLARION_JWT_SECRET``, the identity provider's
+    JWKS or PEM keys, issuer and audience, the user claim.
+    """
     ctx: WebContext = context(request)
-    secret = ctx.settings.jwt_secret
-    if secret is None:
-        raise Problem(503, "the inbox needs CLARION_JWT_SECRET, which is not set", kind="config")
+    if ctx.verifier is None:
+        raise Problem(
+            503,
+            "the inbox needs the gateway's token keys (CLARION_JWT_SECRET, CLARION_JWKS_URL or "
+            "CLARION_JWT_PUBLIC_KEYS); none is set",
+            kind="config",
+        )
     if credentials is None:
         raise _unauthorized("a user token is required (Authorization: Bearer <JWT>)", "inbox")
     try:
-        identity = verify_token(credentials.credentials, secret)
+        identity = await ctx.verifier.verify(credentials.credentials)
+    except SigningKeysUnavailable as exc:
+        raise Problem(503, f"the token's signing keys cannot be read: {exc}", kind="keys") from None
     except TokenError as exc:
         raise _unauthorized(str(exc), "inbox") from None
     return User(uuid.UUID(identity.user_id))

@@ -20,6 +20,7 @@ from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings
 from models.apikeys import ApiKeys
 from models.inbox import Inbox
+from realtime.auth import Verifier
 from realtime.outbox import Outlet
 
 
@@ -32,6 +33,8 @@ class WebContext:
     inbox: Inbox
     redis: redis.Redis
     session_secret: str
+    #: The gateway's token verifier (None: no token keys configured).
+    verifier: Verifier | None
 
     @property
     def outlet(self) -> Outlet:
@@ -60,6 +63,7 @@ def build_context(settings: Settings) -> WebContext:
         inbox=Inbox(sessions),
         redis=client,
         session_secret=settings.web_session_secret or secrets.token_urlsafe(32),
+        verifier=Verifier.from_settings(settings),
     )
 
 

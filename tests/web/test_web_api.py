@@ -21,6 +21,7 @@ import httpx
 import jwt
 import pytest
 import sqlalchemy as sa
+from idpkit import IdP, idp_fixture  # noqa: F401
 from rtkit import REDIS_URL as RT_REDIS_URL
 from rtkit import SECRET, Client, Gateway, gw_fixture  # noqa: F401
 from sqlalchemy.engine import Engine
@@ -634,3 +635,30 @@ def test_healthz_apikey_cli_and_graceful_shutdown(
         code = server.stop()
     assert code == 0, server.log()
     assert "clarion web stopped" in server.log()
+
+
+def test_the_inbox_takes_the_identity_providers_tokens_as_the_gateway_does(
+    idp: IdP, pg_url: str, tmp_path: Path
+) -> None:
+    idp.add_key("k1")
+    server = start_web(
+        {"CLARION_DATABASE_URL": pg_url, "CLARION_REDIS_URL": RT_REDIS_URL, **idp.settings()},
+        tmp_path,
+    )
+    try:
+        user = uuid.uuid4()
+        send = server.new_key("platform", "send")
+        with server.client() as http:
+            made = http.post("/v1/notifications", json=body(user), headers=bearer(send))
+            nid = made.json()["notification_id"]
+            mine = http.get("/v1/inbox", headers=bearer(idp.token(user, "k1")))
+            assert mine.status_code == 200, mine.text
+            assert [i["notification_id"] for i in mine.json()["items"]] == [nid]
+            # another audience, or an HS256 token where no secret is set: refused
+            assert_problem(
+                http.get("/v1/inbox", headers=bearer(idp.token(user, "k1", aud="someone-else"))),
+                401,
+            )
+            assert_problem(http.get("/v1/inbox", headers=bearer(make_token(user, SECRET))), 401)
+    finally:
+        assert server.stop() == 0, server.log()

@@ -141,7 +141,7 @@ class EventOut(BaseModel):
     broadcast_channels: list[str]
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso_time(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -149,7 +149,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat()
 
 
-def _value(v: Any) -> str:
+def enum_value(v: Any) -> str:
     return str(getattr(v, "value", v))
 
 
@@ -157,13 +157,13 @@ def notification_out(row: Notification) -> dict[str, Any]:
     return {
         "notification_id": str(row.notification_id),
         "user_id": str(row.user_id),
-        "status": _value(row.status),
+        "status": enum_value(row.status),
         "channels": list(row.delivery_channels),
-        "category": _value(row.category),
-        "priority": _value(row.priority),
-        "created_at": _iso(row.created_at),
-        "scheduled_at": _iso(row.scheduled_at),
-        "expires_at": _iso(row.expires_at),
+        "category": enum_value(row.category),
+        "priority": enum_value(row.priority),
+        "created_at": iso_time(row.created_at),
+        "scheduled_at": iso_time(row.scheduled_at),
+        "expires_at": iso_time(row.expires_at),
         "idempotency_key": row.idempotency_key,
     }
 

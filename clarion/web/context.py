@@ -47,11 +47,12 @@ class WebContext:
 
 def build_context(settings: Settings) -> WebContext:
     url = settings.effective_database_url
-    kwargs: dict[str, Any] = {}
+    # Errors never quote a statement's parameters (message bodies, addresses).
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if not url.startswith("sqlite"):
         # Routes run in uvicorn's thread pool (40 threads): the pool serves them
         # without each opening a connection of its own.
-        kwargs = {"pool_size": 10, "max_overflow": 30, "pool_pre_ping": True}
+        kwargs.update(pool_size=10, max_overflow=30, pool_pre_ping=True)
     engine = make_engine(url, **kwargs)
     sessions = session_factory(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

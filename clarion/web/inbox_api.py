@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from clarion.core.errors import ValidationError
 from clarion.core.parse import as_enum, as_uuid
-from clarion.web.app_api import _iso, _value
+from clarion.web.app_api import enum_value, iso_time
 from clarion.web.auth import User, current_user
 from clarion.web.context import WebContext, context
 from clarion.web.problems import API_ERRORS, Problem, documented
@@ -80,18 +80,18 @@ def item(row: Notification) -> dict[str, Any]:
         "notification_id": str(row.notification_id),
         "title": row.title,
         "message": row.message,
-        "category": _value(row.category),
-        "priority": _value(row.priority),
+        "category": enum_value(row.category),
+        "priority": enum_value(row.priority),
         "auction_id": str(row.auction_id) if row.auction_id else None,
         "action_url": row.action_url,
         "action_label": row.action_label,
         "rich_content": row.rich_content,
-        "status": _value(row.status),
+        "status": enum_value(row.status),
         "is_read": bool(row.is_read),
         "is_archived": bool(row.is_archived),
-        "created_at": _iso(row.created_at),
-        "read_at": _iso(row.read_at),
-        "clicked_at": _iso(row.clicked_at),
+        "created_at": iso_time(row.created_at),
+        "read_at": iso_time(row.read_at),
+        "clicked_at": iso_time(row.clicked_at),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -196,6 +197,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # The traceback goes to the log; the answer says nothing of the internals.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # The frames go to the log, not the exception's text: a driver's error can
+        # quote the statement's parameters, which hold message bodies. The answer
+        # says nothing of the internals.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "unexpected %s on %s %s\n%s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            frames,
+        )
         return problem_response(request, 500, "unexpected error; see the server's log")

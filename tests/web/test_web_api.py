@@ -47,6 +47,9 @@ def web(pg_url: str, gw: Gateway, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     yield server
     assert server.stop() == 0, server.log()
+    # Everything this module sent went through: no key, token or body was logged.
+    log = server.log()
+    assert "clk_" not in log and "Bearer" not in log and "bid more on lot 7" not in log, log
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ The pages call the code the CLI calls: ``clarion.operators.status.gather``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hmac
 import secrets
@@ -47,6 +48,8 @@ templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 
 #: Rows of a notification search.
 SEARCH_LIMIT = 50
+#: Dead letters listed on one page when no limit is given.
+DISPLAY_LIMIT = 200
 
 
 class SignedOut(Exception):
@@ -228,12 +231,18 @@ def _dlq_page(
         "filters": raw,
         "notice": notice,
         "results": results or [],
+        "more": False,
     }
     values.update(channels=[c.value for c in Channel], queues=all_queues())
     try:
         filters = _filters(raw)
+        # A page shows at most DISPLAY_LIMIT (an outage leaves tens of thousands);
+        # "all matching" actions still take every one the filters match.
+        shown = filters if filters.limit else dataclasses.replace(filters, limit=DISPLAY_LIMIT + 1)
         with dead_letter_ops(ctx) as ops:
-            entries = [_entry_view(e) for e in ops.select(filters)]
+            entries = [_entry_view(e) for e in ops.select(shown)]
+        values["more"] = len(entries) > DISPLAY_LIMIT and not filters.limit
+        entries = entries[:DISPLAY_LIMIT] if values["more"] else entries
     except ValidationError as exc:
         return page(request, "dlq.html", status_code=422, entries=[], error=str(exc), **values)
     except BrokerUnavailable as exc:

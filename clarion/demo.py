@@ -47,7 +47,7 @@ DEMO_DB = "clarion-demo.db"
 TIMEOUT = 90.0
 
 
-def run_demo() -> int:
+def run_demo(*, serve_console: bool = False) -> int:
     # Wide enough for the table when the output is a file or a CI log.
     console = Console(width=None if sys.stdout.isatty() else 150)
     settings = get_settings()
@@ -91,9 +91,43 @@ def run_demo() -> int:
         _report(sessions, ids, console, runner.dead_letters())
         console.print(f"provider calls: {farm.request_counts()}")
         _report_emails(farm, console)
+        key = _console_key(sessions)
         engine.dispose()
+    _print_console(console, demo_settings, key, serving=serve_console)
+    if serve_console:
+        from clarion.web.runner import serve
+
+        serve(
+            demo_settings,
+            host=demo_settings.web_host,
+            port=demo_settings.web_port,
+            workers=1,
+        )
     reset_settings(None)
     return ExitCode.OK if ok else ExitCode.UNEXPECTED
+
+
+def _console_key(sessions: Any) -> str:
+    """An ``operate`` key for the demo's console, in the demo's database."""
+    from models.apikeys import ApiKeys, Scope
+
+    _info, key = ApiKeys(sessions).create("demo console", [Scope.OPERATE, Scope.READ])
+    return key
+
+
+def _print_console(console: Console, settings: Settings, key: str, *, serving: bool) -> None:
+    # The key rides in the URL's #fragment: the browser fills the sign-in form
+    # with it and never sends it to the server (nor to its logs).
+    url = f"http://{settings.web_host}:{settings.web_port}/console/login#key={key}"
+    if serving:
+        console.print("The operators' console shows these rows (Ctrl-C stops it):")
+    else:
+        db = safe_url(settings.effective_database_url)
+        console.print(
+            "The operators' console shows these rows once `clarion web` serves this database:\n"
+            f"  CLARION_DATABASE_URL={db} clarion web"
+        )
+    console.print(url, soft_wrap=True, highlight=False)
 
 
 # --- demo data --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Clarion's tables (SQLAlchemy 2 declarative models) and enumerations."""
 
+from models.apikeys import ApiKey, Scope
 from models.base import PLATFORM_TABLES, Base
 from models.enums import (
     AttemptOutcome,
@@ -13,6 +14,7 @@ from models.enums import (
     Priority,
     Visibility,
 )
+from models.idempotency import IdempotencyRecord
 from models.notifications import (
     Delivery,
     DeliveryAttempt,
@@ -28,6 +30,7 @@ metadata = Base.metadata
 
 __all__ = [
     "PLATFORM_TABLES",
+    "ApiKey",
     "AttemptOutcome",
     "Base",
     "Category",
@@ -39,11 +42,13 @@ __all__ = [
     "EmailLayout",
     "EventCategory",
     "EventPriority",
+    "IdempotencyRecord",
     "Notification",
     "NotificationStatus",
     "NotificationTemplate",
     "Priority",
     "RealTimeEvent",
+    "Scope",
     "UserAddress",
     "UserLocale",
     "Visibility",

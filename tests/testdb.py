@@ -26,6 +26,8 @@ DATA_TABLES = (
     "user_locales",
     "websocket_connections",
     "real_time_events",
+    "api_keys",
+    "idempotency_keys",
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -140,13 +141,13 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_gateway(_args: argparse.Namespace) -> int:
+def cmd_gateway(args: argparse.Namespace) -> int:
     from clarion.core.logging import configure_logging
     from realtime.gateway import run_gateway
 
     settings = _settings()
     configure_logging(settings.log_level)
-    run_gateway(settings)
+    run_gateway(settings, args.processes or os.cpu_count() or 1)
     return ExitCode.OK
 
 
@@ -269,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(func=cmd_settings)
 
     gateway = sub.add_parser("gateway", help="run the real-time WebSocket gateway")
+    gateway.add_argument(
+        "--processes",
+        type=int,
+        choices=range(1, 257),
+        metavar="N",
+        help="gateway processes sharing the port (SO_REUSEPORT); default: the number of cores",
+    )
     gateway.set_defaults(func=cmd_gateway)
 
     purge = sub.add_parser(

@@ -8,6 +8,9 @@ bare ``conftest`` import is shadowed by whichever conftest came first).
 * ``gateways``: a factory starting a gateway subprocess with settings of its
   own (a free port, a Redis events channel of its own so that concurrent runs
   never hear each other); stopped with SIGTERM at the end of the test.
+  ``clarion gateway --processes N`` with N from ``processes=`` or else
+  ``CLARION_TEST_GATEWAY_PROCESSES`` (default 1): set that variable to 2 to run
+  a whole tier against two processes sharing the port.
 * ``gw`` (module scope): one gateway shared by a module's tests; each test
   uses users and auctions of its own, so tests do not clean up between them.
 * ``rt``: helpers — tokens, pointing publish_event at a gateway, reading rows,
@@ -80,7 +83,13 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def start_gateway(pg_url: str, tmp: Path, **overrides: str) -> Gateway:
+#: Processes of every gateway the tests start, unless a test asks for a number.
+PROCESSES = int(os.environ.get("CLARION_TEST_GATEWAY_PROCESSES", "1"))
+
+
+def start_gateway(
+    pg_url: str, tmp: Path, *, processes: int | None = None, **overrides: str
+) -> Gateway:
     port = free_port()
     env = {
         "CLARION_DATABASE_URL": pg_url,
@@ -100,7 +109,11 @@ def start_gateway(pg_url: str, tmp: Path, **overrides: str) -> Gateway:
     log_path = tmp / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLARION, "gateway"], env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            [CLARION, "gateway", "--processes", str(processes or PROCESSES)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     gateway = Gateway(process, port, env, log_path)
     deadline = time.monotonic() + 20
@@ -213,8 +226,8 @@ class Client:
 def gateways_fixture(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def factory(**overrides: str) -> Gateway:
-        gateway = start_gateway(pg_url, tmp_path, **overrides)
+    def factory(*, processes: int | None = None, **overrides: str) -> Gateway:
+        gateway = start_gateway(pg_url, tmp_path, processes=processes, **overrides)
         started.append(gateway)
         return gateway
 

@@ -60,6 +60,8 @@ class Gateway:
     port: int
     env: dict[str, str]
     log_path: Path
+    #: processes of ``clarion gateway --processes N`` (each one a Redis subscriber)
+    processes: int = 1
 
     @property
     def url(self) -> str:
@@ -91,6 +93,7 @@ def start_gateway(
     pg_url: str, tmp: Path, *, processes: int | None = None, **overrides: str
 ) -> Gateway:
     port = free_port()
+    processes = processes or PROCESSES
     env = {
         "CLARION_DATABASE_URL": pg_url,
         "CLARION_REDIS_URL": REDIS_URL,
@@ -109,13 +112,13 @@ def start_gateway(
     log_path = tmp / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLARION, "gateway", "--processes", str(processes or PROCESSES)],
+            [CLARION, "gateway", "--processes", str(processes)],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    gateway = Gateway(process, port, env, log_path)
+    gateway = Gateway(process, port, env, log_path, processes)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -40,6 +40,7 @@ import uuid
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 
 from realtime.visibility import EventView, Viewer
@@ -47,6 +48,12 @@ from realtime.visibility import EventView, Viewer
 SLOW_CONSUMER = "slow consumer"
 #: Seconds a closing handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT = 2.0
+
+
+def text_frame(data: bytes) -> bytes:
+    """A whole unmasked text frame carrying UTF-8 ``data``, as a server sends it without
+    extensions (websockets' own serialisation)."""
+    return Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
 
 
 class Socket(ServerConnection):
@@ -199,22 +206,41 @@ class Connection:
         except asyncio.QueueFull:
             self.hub.cut_off(self, 1008, SLOW_CONSUMER)
 
-    def write_now(self, data: bytes, size: int) -> bool:
+    def write_now(self, data: bytes, size: int, wire: bytes | None = None) -> bool:
         """Write a text frame (UTF-8 ``data``) to the socket now, as websockets'
         ``broadcast()`` does, if nothing is queued or in flight and the transport
-        has not paused writing; True if written (and counted)."""
+        has not paused writing; True if written (and counted).
+
+        ``wire`` is the frame already serialised (:func:`text_frame`): a server's
+        frames are not masked, so without an extension (compression) the bytes of
+        one message are the same on every connection, and a fan-out serialises
+        them once instead of once per connection. It is used only where the
+        protocol would produce exactly those bytes: no extension negotiated, no
+        fragmented message in progress, nothing else waiting in the protocol.
+        """
         socket = self.socket
         if (
             self.send_started != 0.0
             or self.queue.qsize()
             or socket.paused
             or socket.send_in_progress is not None
-            or socket.protocol.state is not OPEN
         ):
             return False
+        protocol = socket.protocol
+        if protocol.state is not OPEN:
+            return False
         try:
-            socket.protocol.send_text(data)
-            socket.send_data()
+            if (
+                wire is not None
+                and not protocol.extensions
+                and not protocol.expect_continuation_frame
+                and not protocol.writes
+                and not protocol.debug
+            ):
+                socket.transport.write(wire)
+            else:
+                protocol.send_text(data)
+                socket.send_data()
         except Exception:
             # The transport broke under us: the connection's handler sees it close.
             self.error_count += 1
@@ -223,7 +249,9 @@ class Connection:
         self.msgs_out += 1
         return True
 
-    def deliver(self, event: EventView, data: bytes, nbytes: int) -> bool:
+    def deliver(
+        self, event: EventView, data: bytes, nbytes: int, wire: bytes | None = None
+    ) -> bool:
         """A live event for this client (already checked for visibility).
 
         Returns True if it was written to the socket now (the caller counts it as
@@ -238,7 +266,7 @@ class Connection:
             return False
         if self.closing_reason is not None:
             return False
-        if self.write_now(data, nbytes):
+        if self.write_now(data, nbytes, wire):
             if event.ack_required:
                 self.await_ack(event, 1)
             return True

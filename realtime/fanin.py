@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 
 from models.enums import Visibility
 from realtime import protocol, wire
+from realtime.connection import text_frame
 from realtime.fanout import FanoutLog
 from realtime.index import SubscriptionIndex
 from realtime.outbound import Outbound
@@ -216,13 +217,14 @@ class FanIn:
         targets = self.index.subscribers(list(subscription_keys(event)))
         data = event.frame.encode()
         nbytes = len(data)
+        wire = text_frame(data)
         count = direct = 0
         # Expiry is checked above: a public event is everyone's, no per-viewer check.
         public = event.visibility is Visibility.PUBLIC
         for conn in list(targets):
             if public or can_see(event, conn.viewer, now):
                 count += 1
-                if conn.deliver(event, data, nbytes):
+                if conn.deliver(event, data, nbytes, wire):
                     direct += 1
         if direct:
             self.outbound.events_sent(event, direct)

@@ -98,8 +98,14 @@ class Supervisor:
         for slot, pipe in enumerate(pipes):
             child = self.children[slot]
             assert child is not None
-            while not self.stopping and not pipe.poll(0.1):
-                if not child.is_alive() or time.monotonic() > deadline:
+            started = False
+            while not self.stopping and not started:
+                if pipe.poll(0.1):
+                    try:
+                        started = bool(pipe.recv())
+                    except EOFError:  # it died before it listened
+                        child.join(5)
+                if not started and (not child.is_alive() or time.monotonic() > deadline):
                     log.error("gateway process %d did not start (exit %s)", slot, child.exitcode)
                     self._stop_all()
                     return 1

@@ -123,7 +123,7 @@ def start_gateway(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited {process.returncode}:\n{gateway.log()}")
-        if "listening on" in gateway.log():
+        if "clarion gateway listening on" in gateway.log():
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return gateway
         time.sleep(0.05)

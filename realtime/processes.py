@@ -28,6 +28,7 @@ is older than three intervals, which a live process's rows never are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing as mp
@@ -55,6 +56,10 @@ def _child(settings: Settings, ready: Pipe) -> None:
     """One gateway process: the parent's death is its SIGTERM."""
     from realtime.gateway import Gateway
 
+    # The parent's handlers only set its own flag: until the gateway's loop installs its
+    # own, SIGTERM and SIGINT end this process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -62,7 +67,9 @@ def _child(settings: Settings, ready: Pipe) -> None:
         return
 
     def say_ready() -> None:
-        ready.send(os.getpid())
+        # A replacement's parent is not listening any more: nothing to tell it.
+        with contextlib.suppress(OSError):
+            ready.send(os.getpid())
         ready.close()
 
     asyncio.run(Gateway(settings, reuse_port=True).run(ready=say_ready))

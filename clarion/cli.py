@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -146,7 +147,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     settings = with_address(_settings(), host=args.host, port=args.port)
     configure_logging(settings.log_level)
-    run_gateway(settings)
+    run_gateway(settings, args.processes or os.cpu_count() or 1)
     return ExitCode.OK
 
 
@@ -282,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", help="listen on this address (default: CLARION_GATEWAY_HOST)")
     gateway.add_argument(
         "--port", type=_port, help="listen on this port (default: CLARION_GATEWAY_PORT)"
+    )
+    gateway.add_argument(
+        "--processes",
+        type=int,
+        choices=range(1, 257),
+        metavar="N",
+        help="gateway processes sharing the port (SO_REUSEPORT); default: the number of cores",
     )
     gateway.set_defaults(func=cmd_gateway)
 

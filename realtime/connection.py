@@ -1,11 +1,19 @@
 """One client connection: its identity, subscriptions, counters and bounded outbound queue.
 
-Frames for a client go through :meth:`Connection.offer` into an
-``asyncio.Queue`` of bounded size, drained by one writer task that awaits
-each ``send`` (so TCP backpressure reaches the queue). When the queue is
-full the client is not keeping up: the connection is cut off (close code
-1008, reason ``slow consumer``) instead of letting memory grow; websockets'
-own ``broadcast()`` has no such bound, which is why it is not used.
+A frame for a client (:meth:`Connection.offer`, :meth:`Connection.deliver`)
+is written to the socket at once, with no task switch, when nothing is
+waiting before it: the connection's queue is empty, no frame is in flight,
+and the transport's write buffer is below websockets' high-water mark
+(``write_limit``, 32 KiB: the transport has not paused writing). That is
+what websockets' own ``broadcast()`` does per connection, and it is the
+common case of a fan-out to clients that keep up. Otherwise the frame goes
+into an ``asyncio.Queue`` of bounded size, drained in order by the
+connection's writer task, which awaits each ``send`` (so TCP backpressure
+reaches the queue); frames keep their order because nothing is written
+directly while anything is queued or in flight. When the queue is full the
+client is not keeping up: the connection is cut off (close code 1008, reason
+``slow consumer``) instead of letting memory grow; ``broadcast()`` has no
+such bound, which is why it is not used as such.
 
 A client that stops reading may also stall the writer with fewer frames than
 the bound queued: the socket's buffers fill, the writer waits in ``send``,
@@ -33,6 +41,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 
 from realtime.auth import Grant
 from realtime.limits import Bucket
@@ -41,6 +51,12 @@ from realtime.visibility import EventView, Viewer
 SLOW_CONSUMER = "slow consumer"
 #: Seconds a closing handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT = 2.0
+
+
+def text_frame(data: bytes) -> bytes:
+    """A whole unmasked text frame carrying UTF-8 ``data``, as a server sends it without
+    extensions (websockets' own serialisation)."""
+    return Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
 
 
 class Socket(ServerConnection):
@@ -191,24 +207,92 @@ class Connection:
         attempt: int = 1,
         notification_id: str | None = None,
     ) -> None:
-        """Queue a frame for the client; cut the client off if its queue is full."""
+        """Send a frame to the client: at once if nothing waits before it, else queued;
+        cut the client off if its queue is full."""
         if self.closing_reason is not None:
             return
-        size = len(frame.encode()) if nbytes is None else nbytes
+        data = frame.encode()
+        size = len(data) if nbytes is None else nbytes
+        if self.write_now(data, size):
+            if event is not None:
+                self.hub.event_sent(self, event, attempt)
+            elif notification_id is not None:
+                self.hub.notification_sent(self, notification_id)
+            return
+        self.enqueue((frame, size, event, attempt, notification_id))
+
+    def enqueue(self, item: Item) -> None:
         try:
-            self.queue.put_nowait((frame, size, event, attempt, notification_id))
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.hub.cut_off(self, 1008, SLOW_CONSUMER)
 
-    def deliver(self, event: EventView, nbytes: int) -> None:
-        """A live event for this client (already checked for visibility)."""
+    def write_now(self, data: bytes, size: int, wire: bytes | None = None) -> bool:
+        """Write a text frame (UTF-8 ``data``) to the socket now, as websockets'
+        ``broadcast()`` does, if nothing is queued or in flight and the transport
+        has not paused writing; True if written (and counted).
+
+        ``wire`` is the frame already serialised (:func:`text_frame`): a server's
+        frames are not masked, so without an extension (compression) the bytes of
+        one message are the same on every connection, and a fan-out serialises
+        them once instead of once per connection. It is used only where the
+        protocol would produce exactly those bytes: no extension negotiated, no
+        fragmented message in progress, nothing else waiting in the protocol.
+        """
+        socket = self.socket
+        if (
+            self.send_started != 0.0
+            or self.queue.qsize()
+            or socket.paused
+            or socket.send_in_progress is not None
+        ):
+            return False
+        protocol = socket.protocol
+        if protocol.state is not OPEN:
+            return False
+        try:
+            if (
+                wire is not None
+                and not protocol.extensions
+                and not protocol.expect_continuation_frame
+                and not protocol.writes
+                and not protocol.debug
+            ):
+                socket.transport.write(wire)
+            else:
+                protocol.send_text(data)
+                socket.send_data()
+        except Exception:
+            # The transport broke under us: the connection's handler sees it close.
+            self.error_count += 1
+            return True
+        self.bytes_out += size
+        self.msgs_out += 1
+        return True
+
+    def deliver(
+        self, event: EventView, data: bytes, nbytes: int, wire: bytes | None = None
+    ) -> bool:
+        """A live event for this client (already checked for visibility).
+
+        Returns True if it was written to the socket now (the caller counts it as
+        sent, see :meth:`realtime.outbound.Outbound.events_sent`); False if it was
+        queued, held back for a resume in progress, or dropped as a replayed copy.
+        """
         if self.replay_buffer is not None:
             self.replay_buffer.append(event)
-            return
+            return False
         if self.replayed_unpublished and event.event_id in self.replayed_unpublished:
             self.replayed_unpublished.discard(event.event_id)
-            return
-        self.offer(event.frame, nbytes=nbytes, event=event)
+            return False
+        if self.closing_reason is not None:
+            return False
+        if self.write_now(data, nbytes, wire):
+            if event.ack_required:
+                self.await_ack(event, 1)
+            return True
+        self.enqueue((event.frame, nbytes, event, 1, None))
+        return False
 
     async def write_loop(self) -> None:
         """Send queued frames in order, one at a time (awaiting TCP backpressure)."""
@@ -220,7 +304,7 @@ class Connection:
                 if pending is None or event.event_id not in pending:
                     continue  # acked while the redelivery waited in the queue
             self.send_started = time.monotonic()
-            await socket.send(frame)
+            await socket.send(frame.encode(), text=True)
             self.send_started = 0.0
             self.bytes_out += size
             self.msgs_out += 1

@@ -32,8 +32,12 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from models.enums import Visibility
 from realtime import protocol, wire
+from realtime.connection import text_frame
+from realtime.fanout import FanoutLog
 from realtime.index import SubscriptionIndex
+from realtime.outbound import Outbound
 from realtime.store import REPLAY_LIMIT, Store
 from realtime.visibility import EventView, can_see, subscription_keys
 
@@ -53,10 +57,19 @@ CATCH_UP_GRACE = 30.0
 
 class FanIn:
     def __init__(
-        self, index: SubscriptionIndex, store: Store, *, redis_url: str, events_channel: str
+        self,
+        index: SubscriptionIndex,
+        store: Store,
+        *,
+        redis_url: str,
+        events_channel: str,
+        outbound: Outbound,
+        fanout: FanoutLog | None = None,
     ) -> None:
         self.index = index
         self.store = store
+        self.outbound = outbound
+        self.fanout = fanout
         self.redis_url = redis_url
         self.events_channel = events_channel
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -190,19 +203,33 @@ class FanIn:
         return self.dispatch_view(event)
 
     def dispatch_view(self, event: EventView) -> int:
-        """Deliver an event not seen before to the connections that want it and may see it."""
+        """Deliver an event not seen before to the connections that want it and may see it.
+
+        The frame is encoded once; each connection that keeps up gets it written
+        to its socket here, in this loop, with no task switch (see
+        :mod:`realtime.connection`), and the sends are counted once per event.
+        """
         if self.remember(event.event_id):
             return 0
         now = time.time()
         if event.expires_at is not None and event.expires_at <= now:
             return 0
         targets = self.index.subscribers(list(subscription_keys(event)))
-        nbytes = len(event.frame.encode())
-        count = 0
+        data = event.frame.encode()
+        nbytes = len(data)
+        wire = text_frame(data)
+        count = direct = 0
+        # Expiry is checked above: a public event is everyone's, no per-viewer check.
+        public = event.visibility is Visibility.PUBLIC
         for conn in list(targets):
-            if can_see(event, conn.viewer, now):
-                conn.deliver(event, nbytes)
+            if public or can_see(event, conn.viewer, now):
                 count += 1
+                if conn.deliver(event, data, nbytes, wire):
+                    direct += 1
+        if direct:
+            self.outbound.events_sent(event, direct)
+        if self.fanout is not None and count:
+            self.fanout.dispatched(event, now, direct, count - direct)
         return count
 
     def dispatch_notification(self, channel: bytes | str, raw: bytes | str) -> None:

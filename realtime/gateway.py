@@ -21,7 +21,13 @@ exit. Each part has a module of its own:
 * :mod:`realtime.jobs`: flush, watchdog (acks, token expiry, stalled
   sends), outbox relay, sweep of rows left open by a dead gateway;
 * :mod:`realtime.connection`: one client's queue and writer, and the
-  :class:`~realtime.connection.Hub` it reports to (this class).
+  :class:`~realtime.connection.Hub` it reports to (this class);
+* :mod:`realtime.presence`: who is connected and subscribed where, mirrored
+  into Redis for the delivery rules (:mod:`workers.presence` reads it);
+* :mod:`realtime.fanout`: the optional per-event fan-out record
+  (``CLARION_GATEWAY_FANOUT_LOG``);
+* :mod:`realtime.processes`: ``clarion gateway --processes N``, N of these
+  processes on one port (``SO_REUSEPORT``).
 
 ``GET /healthz`` on the gateway's port answers 200 while the gateway can
 receive events and 503 with the reason while its Redis subscription is down
@@ -41,6 +47,7 @@ import datetime as dt
 import logging
 import signal
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -57,11 +64,13 @@ from realtime.auth import Verifier
 from realtime.commands import Commands
 from realtime.connection import CLOSE_TIMEOUT, Connection, Socket
 from realtime.fanin import FanIn
+from realtime.fanout import FanoutLog
 from realtime.index import SubscriptionIndex
 from realtime.jobs import WATCH_INTERVAL, Jobs, every
 from realtime.limits import Refusals
 from realtime.outbound import Outbound
 from realtime.outbox import Outlet, redis_client
+from realtime.presence import PresenceWriter
 from realtime.store import Store
 from realtime.visibility import EventView
 from realtime.writer import Writer
@@ -73,7 +82,7 @@ HEALTH_PATH = "/healthz"
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reuse_port: bool = False) -> None:
         check_settings(settings)
         self.settings = settings
         self.verifier = Verifier.from_settings(settings)
@@ -89,12 +98,25 @@ class Gateway:
         self.writer = Writer(self.store)
         self.index = SubscriptionIndex()
         self.outbound = Outbound()
+        self.reuse_port = reuse_port
+        self.fanout = (
+            FanoutLog(settings.gateway_fanout_log) if settings.gateway_fanout_log else None
+        )
         self.fanin = FanIn(
             self.index,
             self.store,
             redis_url=settings.redis_url,
             events_channel=settings.events_channel,
+            outbound=self.outbound,
+            fanout=self.fanout,
         )
+        self.presence = PresenceWriter(
+            self.index,
+            redis_url=settings.redis_url,
+            events_channel=settings.events_channel,
+            ttl=settings.presence_ttl,
+        )
+        self.index.on_user_change = self.presence.changed
         self.commands = Commands(
             verifier=self.verifier,
             history_seconds=settings.event_history_seconds,
@@ -132,7 +154,9 @@ class Gateway:
         self.server: Server | None = None
         self.stopping = asyncio.Event()
 
-    async def run(self) -> None:
+    async def run(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT; ``ready`` is called once listening (instead of the
+        "listening on" line, which a process of ``--processes N`` leaves to its parent)."""
         s = self.settings
         self.writer.start()
         jwks = self.verifier.jwks if self.verifier is not None else None
@@ -159,6 +183,7 @@ class Gateway:
             close_timeout=CLOSE_TIMEOUT,
             max_size=s.gateway_max_message,
             server_header=None,
+            reuse_port=self.reuse_port,
         )
         log.info("gateway listening on %s:%s", s.gateway_host, s.gateway_port)
         jobs = self.jobs
@@ -168,8 +193,14 @@ class Gateway:
             asyncio.create_task(every(WATCH_INTERVAL, jobs.watch), name="watch"),
             asyncio.create_task(every(max(s.event_relay_after / 2, 0.5), jobs.relay), name="relay"),
             asyncio.create_task(every(s.gateway_heartbeat, jobs.sweep), name="sweep"),
+            asyncio.create_task(self.presence.run(), name="presence"),
         ]
-        print(f"clarion gateway listening on {s.gateway_host}:{s.gateway_port}", flush=True)
+        if self.fanout is not None:
+            tasks.append(asyncio.create_task(every(1.0, self._expire_fanout), name="fanout"))
+        if ready is None:
+            print(f"clarion gateway listening on {s.gateway_host}:{s.gateway_port}", flush=True)
+        else:
+            ready()
         await self.stopping.wait()
         log.info("shutting down: closing %d connections", len(self.index.connections))
         await self._shutdown(tasks)
@@ -186,6 +217,9 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.jobs.flush()
+        await self.presence.close()
+        if self.fanout is not None:
+            self.fanout.close()
         await self.writer.close()
         self.engine.dispose()
         log.info("gateway stopped")
@@ -242,6 +276,12 @@ class Gateway:
 
     def event_sent(self, conn: Connection, event: EventView, attempt: int) -> None:
         self.outbound.event_sent(conn, event, attempt)
+        if self.fanout is not None and attempt == 1:
+            self.fanout.written(event.event_id)
+
+    async def _expire_fanout(self) -> None:
+        assert self.fanout is not None
+        self.fanout.expire()
 
     def notification_sent(self, conn: Connection, notification_id: str) -> None:
         self.outbound.notification_sent(conn, notification_id)
@@ -285,6 +325,13 @@ def with_address(settings: Settings, *, host: str | None, port: int | None) -> S
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def run_gateway(settings: Settings) -> None:
-    """The entry point of ``clarion gateway``: run until SIGTERM/SIGINT."""
+def run_gateway(settings: Settings, processes: int = 1) -> None:
+    """The entry point of ``clarion gateway``: run until SIGTERM/SIGINT, as one process or as
+    ``processes`` processes sharing the port (:mod:`realtime.processes`)."""
+    check_settings(settings)  # once, before any process starts: a bad setting exits 3
+    if processes > 1:
+        from realtime.processes import run_processes
+
+        run_processes(settings, processes)
+        return
     asyncio.run(Gateway(settings).run())

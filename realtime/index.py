@@ -8,7 +8,7 @@ that are open are indexed; a closed one is removed with all its keys.
 from __future__ import annotations
 
 import collections
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from realtime.connection import Connection
 from realtime.visibility import auction_key
@@ -19,12 +19,20 @@ class SubscriptionIndex:
         self.connections: set[Connection] = set()
         self.by_key: dict[str, set[Connection]] = collections.defaultdict(set)
         self.by_user: dict[str, set[Connection]] = collections.defaultdict(set)
+        #: told the user id of an authenticated connection opened, closed or (un)subscribed
+        #: (presence, :mod:`realtime.presence`)
+        self.on_user_change: Callable[[str], None] | None = None
+
+    def _changed(self, conn: Connection) -> None:
+        if self.on_user_change is not None and conn.viewer.authenticated:
+            self.on_user_change(conn.viewer.user_id)
 
     def open(self, conn: Connection) -> None:
         """Index a connection that is now open (authenticated ones by user too)."""
         self.connections.add(conn)
         if conn.viewer.authenticated:
             self.by_user[conn.viewer.user_id].add(conn)
+        self._changed(conn)
 
     def close(self, conn: Connection) -> None:
         """Forget a connection and every key it was subscribed under."""
@@ -36,12 +44,15 @@ class SubscriptionIndex:
             users.discard(conn)
             if not users:
                 del self.by_user[conn.viewer.user_id]
+        self._changed(conn)
 
     def subscribe(self, keys: Iterable[str], conn: Connection) -> None:
         for key in keys:
             self.by_key[key].add(conn)
+        self._changed(conn)
 
     def unsubscribe(self, key: str, conn: Connection) -> None:
+        self._changed(conn)
         members = self.by_key.get(key)
         if members is not None:
             members.discard(conn)

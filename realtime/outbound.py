@@ -41,6 +41,11 @@ class Outbound:
         if event.ack_required:
             conn.await_ack(event, attempt)
 
+    def events_sent(self, event: EventView, count: int) -> None:
+        """``count`` first sends of ``event`` went out in one fan-out (their acks, if the
+        event needs any, are already awaited by each connection)."""
+        self.stats(event.event_id).sent += count
+
     def notification_sent(self, conn: Connection, notification_id: str) -> None:
         with contextlib.suppress(ValueError):
             self.received.append(

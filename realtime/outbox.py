@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -365,7 +366,8 @@ def publish_payloads(outlet: Outlet, payloads: Sequence[dict[str, Any]]) -> list
     try:
         pipe = outlet.client.pipeline(transaction=False)
         for payload in payloads:
-            pipe.publish(outlet.channel, encode_event(payload))
+            # published_at: when it left for Redis (the gateways' fan-out record reads it)
+            pipe.publish(outlet.channel, encode_event({**payload, "published_at": time.time()}))
         pipe.execute()
         done = [p["event_id"] for p in payloads]
     except redis.RedisError as exc:

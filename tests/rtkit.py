@@ -8,6 +8,9 @@ bare ``conftest`` import is shadowed by whichever conftest came first).
 * ``gateways``: a factory starting a gateway subprocess with settings of its
   own (a free port, a Redis events channel of its own so that concurrent runs
   never hear each other); stopped with SIGTERM at the end of the test.
+  ``clarion gateway --processes N`` with N from ``processes=`` or else
+  ``CLARION_TEST_GATEWAY_PROCESSES`` (default 1): set that variable to 2 to run
+  a whole tier against two processes sharing the port.
 * ``gw`` (module scope): one gateway shared by a module's tests; each test
   uses users and auctions of its own, so tests do not clean up between them.
 * ``rt``: helpers — tokens, pointing publish_event at a gateway, reading rows,
@@ -60,6 +63,8 @@ class Gateway:
     port: int
     env: dict[str, str]
     log_path: Path
+    #: processes of ``clarion gateway --processes N`` (each one a Redis subscriber)
+    processes: int = 1
 
     @property
     def url(self) -> str:
@@ -93,9 +98,16 @@ class Gateway:
         return body
 
 
-def start_gateway(pg_url: str, tmp: Path, *args: str, **overrides: str) -> Gateway:
+#: Processes of every gateway the tests start, unless a test asks for a number.
+PROCESSES = int(os.environ.get("CLARION_TEST_GATEWAY_PROCESSES", "1"))
+
+
+def start_gateway(
+    pg_url: str, tmp: Path, *args: str, processes: int | None = None, **overrides: str
+) -> Gateway:
     """A ``clarion gateway`` process with ``args`` (a ``--port`` there is where it listens)."""
     port = int(args[args.index("--port") + 1]) if "--port" in args else free_port()
+    processes = processes or PROCESSES
     env = {
         "CLARION_DATABASE_URL": pg_url,
         "CLARION_REDIS_URL": REDIS_URL,
@@ -114,18 +126,18 @@ def start_gateway(pg_url: str, tmp: Path, *args: str, **overrides: str) -> Gatew
     log_path = tmp / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLARION, "gateway", *args],
+            [CLARION, "gateway", "--processes", str(processes), *args],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    gateway = Gateway(process, port, env, log_path)
+    gateway = Gateway(process, port, env, log_path, processes)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited {process.returncode}:\n{gateway.log()}")
-        if "listening on" in gateway.log():
+        if "clarion gateway listening on" in gateway.log():
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return gateway
         time.sleep(0.05)
@@ -245,8 +257,8 @@ class Client:
 def gateways_fixture(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def factory(*args: str, **overrides: str) -> Gateway:
-        gateway = start_gateway(pg_url, tmp_path, *args, **overrides)
+    def factory(*args: str, processes: int | None = None, **overrides: str) -> Gateway:
+        gateway = start_gateway(pg_url, tmp_path, *args, processes=processes, **overrides)
         started.append(gateway)
         return gateway
 

@@ -576,6 +576,20 @@ class Settings:
         _positive_int,
         "Topics plus auctions one connection may be subscribed to.",
     )
+    gateway_fanout_log: str | None = setting(
+        "CLARION_GATEWAY_FANOUT_LOG",
+        None,
+        _optional_str,
+        "File to which every gateway process appends one JSON line per event it fanned out "
+        "(publish, receipt and last socket write times; the benchmark reads it). Unset: off.",
+    )
+    presence_ttl: float = setting(
+        "CLARION_PRESENCE_TTL",
+        10.0,
+        _positive_float,
+        "Seconds a gateway process's presence entries in Redis outlive its last heartbeat "
+        "(a killed gateway's users read as absent within this time).",
+    )
     # --- retention (models.retention; run by the scheduler and `clarion purge`) ---------
     retention_interval: float = setting(
         "CLARION_RETENTION_INTERVAL",

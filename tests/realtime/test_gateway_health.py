@@ -121,7 +121,9 @@ def flood(gateway: Any, auction: str, frames: int, until: Callable[[], Any] = la
                     ),
                 )
             receivers = pipe.execute()
-            assert all(r == 1 for r in receivers), "the gateway stopped listening to Redis"
+            assert all(r == gateway.processes for r in receivers), (
+                "the gateway stopped listening to Redis"
+            )
             published += len(receivers)
             RT.wait_until(
                 lambda: all(

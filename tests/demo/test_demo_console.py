@@ -66,7 +66,7 @@ def test_demo_prints_a_console_url_whose_console_shows_the_demo(
         with engine.connect() as c:
             rows = c.execute(sa.text("SELECT notification_id, title FROM notifications")).all()
         engine.dispose()
-        assert len(rows) == 7
+        assert len(rows) >= 7  # the demo's notifications (tests/demo/test_demo.py counts them)
         for row in rows:
             assert str(row.notification_id) in listing and row.title in listing
     finally:

@@ -135,8 +135,8 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+def test_head_is_the_dead_letters_index_revision() -> None:
+    assert migrate.head() == "0006_dlq_index"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

@@ -131,6 +131,16 @@ def add_parsers(sub: Any) -> None:
     _option(ls, "--json", "CLARION_DLQ_JSON", "one JSON object per line", boolean=True)
     ls.set_defaults(func=cmd_dlq_list)
 
+    diff = _env_parser(
+        dlq_sub.add_parser(
+            "diff", help="dead letters in the database and not in the broker, or the reverse"
+        )
+    )
+    _option(diff, "--channel", "CLARION_DLQ_CHANNEL", "only this channel", metavar="CHANNEL")
+    _option(diff, "--queue", "CLARION_DLQ_QUEUE", "only this queue", metavar="QUEUE")
+    _option(diff, "--json", "CLARION_DLQ_JSON", "one JSON object per line", boolean=True)
+    diff.set_defaults(func=cmd_dlq_diff)
+
     show = _env_parser(dlq_sub.add_parser("show", help="one dead letter, its row and history"))
     show.add_argument("id", metavar="ID", help="message id or delivery id")
     _option(show, "--json", "CLARION_DLQ_JSON", "one JSON object", boolean=True)
@@ -277,13 +287,14 @@ def _entries_table(entries: list[Entry], title: str) -> Any:
     return _rows_table([e.to_json() for e in entries], title)
 
 
-def _rows_table(rows: list[dict[str, Any]], title: str) -> Any:
+def _rows_table(rows: list[dict[str, Any]], title: str, *, side: bool = False) -> Any:
     from rich.table import Table
 
     from clarion.operators.inspect import mask_text
 
     table = Table(title=title, title_justify="left")
     for col in (
+        *(("only in",) if side else ()),
         "died at",
         "message id",
         "channel",
@@ -297,6 +308,7 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> Any:
     for j in rows:
         attempts = f"{j['attempts']}/{j['max_attempts']}" if j["attempts"] is not None else "-"
         table.add_row(
+            *((str(j["side"]).removesuffix(" only"),) if side else ()),
             j["died_at"] or "-",
             j["message_id"],
             j["channel"],
@@ -355,6 +367,40 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_dlq_diff(args: argparse.Namespace) -> int:
+    from clarion.operators.dlq import DeadLetterOps, Filters
+    from clarion.operators.inspect import mask_text
+
+    settings = _prepare(args)
+    filters = Filters.parse(channel=args.channel, queue=args.queue)
+    sessions = _sessions(settings)
+    with _broker(settings) as store:
+        found = DeadLetterOps(store, sessions).compare(filters)
+    rows = [{**r.to_json(), "side": "database only"} for r in found.database_only]
+    rows += [{**e.to_json(), "side": "broker only"} for e in found.broker_only]
+    for row in rows:
+        row["last_error"] = mask_text(row["last_error"])
+    summary = {
+        "both": found.both,
+        "database_only": len(found.database_only),
+        "broker_only": len(found.broker_only),
+    }
+    if args.json:
+        for row in rows:
+            _emit(row)
+        _emit(summary)
+        return ExitCode.OK
+    console = _console()
+    if rows:
+        console.print(_rows_table(rows, f"{len(rows)} dead letters in one view only", side=True))
+    console.print(
+        f"in both {found.both}, database only {summary['database_only']},"
+        f" broker only {summary['broker_only']}"
+        + ("" if rows else ": the database and the broker agree")
+    )
+    return ExitCode.OK
+
+
 def _database_footer(ops: DeadLetterOps, filters: Any) -> str:
     """Under the database view: whether the broker agrees, per queue, on how
     many dead letters there are (so a difference is never hidden)."""
@@ -377,7 +423,7 @@ def _database_footer(ops: DeadLetterOps, filters: Any) -> str:
     return (
         "the database and the broker disagree: "
         + "; ".join(d.describe() for d in differ)
-        + f"; {hint}, `clarion status` shows every queue"
+        + f"; {hint}, `clarion dlq diff` lists each one"
     )
 
 
@@ -603,8 +649,7 @@ def _print_status(report: Any) -> None:
         console.print(
             "dead letters: the database and the broker disagree: "
             + "; ".join(d.describe() for d in report.disagree)
-            + " (only in the database: expired from the broker or lost;"
-            " only in the broker: its row is not dead-lettered, see `dlq list --source broker`)"
+            + " (`clarion dlq diff` lists each one)"
         )
     else:
         dead = sum(q.dead for q in report.queues)

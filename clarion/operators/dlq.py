@@ -292,6 +292,25 @@ class DeadLetterOps:
         first, so the database reads about as many rows as are shown. The
         broker is not touched.
         """
+        with self.sessions() as s:
+            for r in s.execute(self.rows_query(filters).execution_options(yield_per=BATCH_SIZE)):
+                yield DeliveryInfo(
+                    r.delivery_id,
+                    r.notification_id,
+                    r.user_id,
+                    str(Channel(r.channel).value),
+                    str(getattr(r.status, "value", r.status)),
+                    int(r.attempts),
+                    int(r.max_attempts or 3),
+                    r.last_error,
+                    r.message_id,
+                    as_utc(r.dead_lettered_at),
+                    r.queue_name,
+                )
+
+    @staticmethod
+    def rows_query(filters: Filters) -> sa.Select[*tuple[Any, ...]]:
+        """The query of :meth:`iter_rows`: filters, newest first, ``LIMIT``."""
         d, n = Delivery, Notification
         query = (
             sa.select(
@@ -325,21 +344,27 @@ class DeadLetterOps:
             )
         if filters.limit is not None:
             query = query.limit(filters.limit)
-        with self.sessions() as s:
-            for r in s.execute(query.execution_options(yield_per=BATCH_SIZE)):
-                yield DeliveryInfo(
-                    r.delivery_id,
-                    r.notification_id,
-                    r.user_id,
-                    str(Channel(r.channel).value),
-                    str(getattr(r.status, "value", r.status)),
-                    int(r.attempts),
-                    int(r.max_attempts or 3),
-                    r.last_error,
-                    r.message_id,
-                    as_utc(r.dead_lettered_at),
-                    r.queue_name,
-                )
+        return query
+
+    def compare(self, filters: Filters) -> Comparison:
+        """Every dead letter in one of the two views and not in the other,
+        matched by delivery id (``--channel`` and ``--queue`` narrow both).
+
+        Reads both sides whole: on RabbitMQ every entry is taken off the
+        queue (and handed back at the end), as ``--source broker`` does.
+        """
+        scope = Filters(channel=filters.channel, queue=filters.queue)
+        rows = {r.delivery_id: r for r in self.iter_rows(scope)}
+        matched: set[uuid.UUID] = set()
+        broker_only: list[Entry] = []
+        for entry in self.iter_select(scope):
+            delivery_id = entry.letter.delivery_id
+            if delivery_id is not None and delivery_id in rows and delivery_id not in matched:
+                matched.add(delivery_id)
+            else:  # no row dead-lettered for it, or a second dead letter of one delivery
+                broker_only.append(entry)
+        database_only = [r for key, r in rows.items() if key not in matched]
+        return Comparison(len(matched), database_only, broker_only)
 
     def database_counts(self) -> dict[str | None, int]:
         """Dead-lettered deliveries per queue, as PostgreSQL records them."""
@@ -618,6 +643,23 @@ def dead_lettered_counts(sessions: sessionmaker[Session]) -> dict[str | None, in
                 .group_by(d.queue_name)
             )
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The two views of the dead letters, side by side (:meth:`DeadLetterOps.compare`)."""
+
+    both: int
+    #: Dead-lettered rows with no dead letter in the broker: the message
+    #: expired from the broker (7 days) or was lost; ``requeue`` cannot move it.
+    database_only: list[DeliveryInfo]
+    #: Dead letters whose delivery is not dead-lettered in the database (requeued
+    #: or purged since, no row, a second dead letter of one delivery).
+    broker_only: list[Entry]
+
+    @property
+    def agree(self) -> bool:
+        return not self.database_only and not self.broker_only
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,10 @@ written into the broker's dead-letter queue in Dramatiq's own layout (Redis:
 1. ``dlq requeue --all`` over ``--requeue`` dead letters (default 20,000),
    and checks that every one was requeued and left the dead-letter queue;
 2. ``dlq purge --all --yes`` over as many;
-3. ``dlq list --limit 20`` with ``--list`` dead letters (default 100,000).
+3. ``dlq list --limit 20`` with ``--list`` dead letters (default 100,000):
+   the database's view (the default; JSON and table, whose footer compares
+   the counts with the broker's), the broker's (``--source broker``), and
+   ``clarion status`` (dead letters counted on both sides).
 
     CLARION_BENCH_REDIS_URL=redis://127.0.0.1:6379/14 \\
     CLARION_BENCH_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F \\
@@ -41,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clarion import migrate  # noqa: E402
-from clarion.core.db import make_engine  # noqa: E402
+from clarion.core.db import make_engine, session_factory  # noqa: E402
+from clarion.operators.deadletters import open_dead_letters  # noqa: E402
+from clarion.operators.dlq import DeadLetterOps, Filters  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -221,8 +226,27 @@ def bench_broker(broker: str, engine: sa.Engine, url: str, args: argparse.Namesp
     if len(lines) != 20:
         raise SystemExit(f"list --limit 20 printed {len(lines)} lines")
     print(f"  dlq list --limit 20 with {args.list:,} dead letters: {took:.2f} s")
-    took, _ = run(env, "dlq", "list", "--limit", "20")
+    took, out = run(env, "dlq", "list", "--limit", "20")
+    if f"agree: {args.list} dead letters" not in out:
+        raise SystemExit(f"the table's footer does not say the broker agrees: {out[-300:]}")
     print(f"  dlq list --limit 20 (table) with {args.list:,} dead letters: {took:.2f} s")
+    with open_dead_letters(env["CLARION_BROKER_URL"]) as store:
+        ops = DeadLetterOps(store, session_factory(engine))
+        started = time.perf_counter()
+        rows = list(ops.iter_rows(Filters(limit=20)))
+        took = time.perf_counter() - started
+    assert len(rows) == 20
+    print(f"    of which the query, in process (connection included): {took * 1000:.1f} ms")
+    took, _ = run(env, "dlq", "list", "--help")
+    print(f"    and the start-up alone (dlq list --help): {took:.2f} s")
+    took, out = run(env, "dlq", "list", "--limit", "20", "--json", "--source", "broker")
+    if len([line for line in out.splitlines() if line.strip()]) != 20:
+        raise SystemExit("list --source broker --limit 20 did not print 20 lines")
+    print(f"  dlq list --limit 20 --source broker with {args.list:,} dead letters: {took:.2f} s")
+    took, out = run(env, "status", "--json")
+    if '"disagree": []' not in out:
+        raise SystemExit(f"status found a disagreement: {out[-300:]}")
+    print(f"  status with {args.list:,} dead letters: {took:.2f} s")
     reset(broker, engine)
 
 

@@ -315,6 +315,15 @@ class Delivery(Base):
         ),
         sa.Index("ix_notification_deliveries_lease", "status", "lease_expires_at"),
         sa.Index("ix_notification_deliveries_message_id", "message_id"),
+        # ``clarion dlq list`` reads the newest dead letters from here: partial,
+        # so it holds only the dead-lettered rows and costs the hot path nothing.
+        sa.Index(
+            "ix_notification_deliveries_dead_lettered",
+            "dead_lettered_at",
+            "delivery_id",
+            postgresql_where=sa.text("dead_lettered_at IS NOT NULL"),
+            sqlite_where=sa.text("dead_lettered_at IS NOT NULL"),
+        ),
     )
 
 

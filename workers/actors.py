@@ -19,7 +19,7 @@ import dramatiq
 
 from models.enums import Channel
 from workers.delivery import Deliverer, Result
-from workers.queues import queue_for
+from workers.queues import actor_name, queue_for
 
 #: Unexpected errors (a bug, the database down before the send) are retried
 #: by Dramatiq this many times; the redelivery guard keeps that safe.
@@ -42,10 +42,6 @@ def retry_when(retries: int, exc: BaseException) -> bool:
     if isinstance(exc, DeliveryExhausted):
         return False
     return retries < MAX_UNEXPECTED_RETRIES
-
-
-def actor_name(queue_name: str) -> str:
-    return f"deliver_{queue_name}"
 
 
 def declare_actors(

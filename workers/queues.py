@@ -23,5 +23,10 @@ def all_queues() -> list[str]:
     return [q for c in Channel for q in (c.value, f"{c.value}_urgent")]
 
 
+def actor_name(queue_name: str) -> str:
+    """The delivery actor consuming ``queue_name`` (``deliver_email_urgent``)."""
+    return f"deliver_{queue_name}"
+
+
 def channel_of(queue_name: str) -> Channel:
     return Channel(queue_name.removesuffix("_urgent"))

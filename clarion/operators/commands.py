@@ -121,8 +121,25 @@ def add_parsers(sub: Any) -> None:
 
     ls = _env_parser(dlq_sub.add_parser("list", help="dead-lettered deliveries, newest first"))
     _filter_options(ls)
+    _option(
+        ls,
+        "--source",
+        "CLARION_DLQ_SOURCE",
+        "database (default: PostgreSQL, the system of record) or broker (the dead-letter queues)",
+        metavar="SOURCE",
+    )
     _option(ls, "--json", "CLARION_DLQ_JSON", "one JSON object per line", boolean=True)
     ls.set_defaults(func=cmd_dlq_list)
+
+    diff = _env_parser(
+        dlq_sub.add_parser(
+            "diff", help="dead letters in the database and not in the broker, or the reverse"
+        )
+    )
+    _option(diff, "--channel", "CLARION_DLQ_CHANNEL", "only this channel", metavar="CHANNEL")
+    _option(diff, "--queue", "CLARION_DLQ_QUEUE", "only this queue", metavar="QUEUE")
+    _option(diff, "--json", "CLARION_DLQ_JSON", "one JSON object per line", boolean=True)
+    diff.set_defaults(func=cmd_dlq_diff)
 
     show = _env_parser(dlq_sub.add_parser("show", help="one dead letter, its row and history"))
     show.add_argument("id", metavar="ID", help="message id or delivery id")
@@ -267,12 +284,17 @@ def _filters(args: argparse.Namespace) -> Any:
 
 
 def _entries_table(entries: list[Entry], title: str) -> Any:
+    return _rows_table([e.to_json() for e in entries], title)
+
+
+def _rows_table(rows: list[dict[str, Any]], title: str, *, side: bool = False) -> Any:
     from rich.table import Table
 
     from clarion.operators.inspect import mask_text
 
     table = Table(title=title, title_justify="left")
     for col in (
+        *(("only in",) if side else ()),
         "died at",
         "message id",
         "channel",
@@ -283,10 +305,10 @@ def _entries_table(entries: list[Entry], title: str) -> Any:
         "last error",
     ):
         table.add_column(col, overflow="fold")
-    for e in entries:
-        j = e.to_json()
+    for j in rows:
         attempts = f"{j['attempts']}/{j['max_attempts']}" if j["attempts"] is not None else "-"
         table.add_row(
+            *((str(j["side"]).removesuffix(" only"),) if side else ()),
             j["died_at"] or "-",
             j["message_id"],
             j["channel"],
@@ -302,29 +324,107 @@ def _entries_table(entries: list[Entry], title: str) -> Any:
 # --- dlq -------------------------------------------------------------------------------
 
 
+_SOURCES = ("database", "broker")
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from clarion.operators.dlq import DeadLetterOps
     from clarion.operators.inspect import mask_text
 
     settings = _prepare(args)
+    source = (args.source or "database").strip().lower()
+    if source not in _SOURCES:
+        raise ValidationError("--source", f"expected database or broker, got {args.source!r}")
     filters = _filters(args)
     sessions = _sessions(settings)
     with _broker(settings) as store:
+        ops = DeadLetterOps(store, sessions)
+        # Streamed: each line goes out as its rows are read, so a large backlog
+        # starts flowing into jq at once and is never all in memory. The
+        # database view never touches the broker (it works while it is down).
+        found: Iterator[Any] = (
+            ops.iter_rows(filters) if source == "database" else ops.iter_select(filters)
+        )
         if args.json:
-            # Streamed: each line goes out as its chunk is joined, so a large
-            # backlog starts flowing into jq at once and is never all in memory.
-            for e in DeadLetterOps(store, sessions).iter_select(filters):
-                row = e.to_json()
+            for item in found:
+                row = item.to_json()
                 row["last_error"] = mask_text(row["last_error"])
                 _emit(row)
             return ExitCode.OK
-        entries = DeadLetterOps(store, sessions).select(filters)
+        rows = [item.to_json() for item in found]
+        footer = _database_footer(ops, filters) if source == "database" else None
     console = _console()
-    if not entries:
-        console.print("no dead letters match")
-        return ExitCode.OK
-    console.print(_entries_table(entries, f"{len(entries)} dead letters"))
+    if source == "broker":
+        title = f"{len(rows)} dead letters (broker view: the dead-letter queues, joined with rows)"
+    else:
+        title = f"{len(rows)} dead letters (database view: PostgreSQL, the system of record)"
+    if rows:
+        console.print(_rows_table(rows, title))
+    else:
+        console.print(f"no dead letters match ({source} view)")
+    if footer:
+        console.print(footer)
     return ExitCode.OK
+
+
+def cmd_dlq_diff(args: argparse.Namespace) -> int:
+    from clarion.operators.dlq import DeadLetterOps, Filters
+    from clarion.operators.inspect import mask_text
+
+    settings = _prepare(args)
+    filters = Filters.parse(channel=args.channel, queue=args.queue)
+    sessions = _sessions(settings)
+    with _broker(settings) as store:
+        found = DeadLetterOps(store, sessions).compare(filters)
+    rows = [{**r.to_json(), "side": "database only"} for r in found.database_only]
+    rows += [{**e.to_json(), "side": "broker only"} for e in found.broker_only]
+    for row in rows:
+        row["last_error"] = mask_text(row["last_error"])
+    summary = {
+        "both": found.both,
+        "database_only": len(found.database_only),
+        "broker_only": len(found.broker_only),
+    }
+    if args.json:
+        for row in rows:
+            _emit(row)
+        _emit(summary)
+        return ExitCode.OK
+    console = _console()
+    if rows:
+        console.print(_rows_table(rows, f"{len(rows)} dead letters in one view only", side=True))
+    console.print(
+        f"in both {found.both}, database only {summary['database_only']},"
+        f" broker only {summary['broker_only']}"
+        + ("" if rows else ": the database and the broker agree")
+    )
+    return ExitCode.OK
+
+
+def _database_footer(ops: DeadLetterOps, filters: Any) -> str:
+    """Under the database view: whether the broker agrees, per queue, on how
+    many dead letters there are (so a difference is never hidden)."""
+    from clarion.core.errors import BrokerUnavailable
+    from clarion.operators.dlq import compare_counts
+
+    hint = "`--source broker` lists the broker's own entries"
+    queues = filters.queues()
+    try:
+        held = ops.dead_letters.counts(queues)
+    except BrokerUnavailable:
+        return f"the broker is unreachable: its dead letters were not compared; {hint}"
+    database = ops.database_counts()
+    if filters.channel is not None or filters.queue:
+        database = {q: n for q, n in database.items() if q in queues}
+    differ = compare_counts(held, database)
+    if not differ:
+        total = sum(q.dead for q in held)
+        return f"database and broker agree: {total} dead letters on these queues; {hint}"
+    return (
+        "the database and the broker disagree: "
+        + "; ".join(d.describe() for d in differ)
+        + f"; {hint}, `clarion dlq diff` lists each one"
+    )
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
@@ -536,13 +636,24 @@ def _print_status(report: Any) -> None:
         "ready",
         "delayed",
         "dead",
+        "dead (database)",
         "unacked" if report.broker == "redis" else "consumers",
     ):
         queues.add_column(col, justify="right" if col != "queue" else "left")
     for q in report.queues:
         extra = q.unacked if report.broker == "redis" else q.consumers
-        queues.add_row(q.queue, str(q.ready), str(q.delayed), str(q.dead), str(extra))
+        in_db = report.dead_in_database.get(q.queue, 0)
+        queues.add_row(q.queue, str(q.ready), str(q.delayed), str(q.dead), str(in_db), str(extra))
     console.print(queues)
+    if report.disagree:
+        console.print(
+            "dead letters: the database and the broker disagree: "
+            + "; ".join(d.describe() for d in report.disagree)
+            + " (`clarion dlq diff` lists each one)"
+        )
+    else:
+        dead = sum(q.dead for q in report.queues)
+        console.print(f"dead letters: the database and the broker agree ({dead})")
     notes = Table(title="notifications by status", title_justify="left")
     notes.add_column("status")
     notes.add_column("last hour", justify="right")

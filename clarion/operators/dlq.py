@@ -30,6 +30,16 @@ A dead letter whose row is no longer dead-lettered (requeued and finished
 since, purged, or a second dead letter of one delivery) is stale: it is
 removed and counted as skipped. So each dead letter moves at most once and
 each delivery is requeued at most once per death.
+
+Listing has two views. By default ``dlq list`` reads PostgreSQL, the system of
+record (:meth:`DeadLetterOps.iter_rows`): the deliveries with
+``dead_lettered_at`` set, newest first through a partial index, so ``--limit``
+reads no more rows than it shows on either broker. ``--source broker``
+(:meth:`DeadLetterOps.iter_select`) reads the dead-letter queues themselves and
+joins each entry with its row; on RabbitMQ that takes every entry off the queue
+(AMQP has no peek and no index by time). The two can disagree (a message that
+expired from the broker, a row that is no longer dead-lettered):
+:func:`compare_counts` says where, and ``clarion status`` and ``dlq list`` show it.
 """
 
 from __future__ import annotations
@@ -56,12 +66,13 @@ from clarion.operators.deadletters import (
     BrokerUnavailable,
     DeadLetter,
     DeadLetters,
+    QueueCounts,
     requeue_copy,
 )
 from models.deadletters import DeadLetterRows, PurgeStep, RequeueItem, RequeueStep
-from models.enums import Channel
+from models.enums import Channel, DeliveryStatus
 from models.notifications import Delivery, DeliveryAttempt, Notification
-from workers.queues import all_queues, channel_of
+from workers.queues import actor_name, all_queues, channel_of
 
 #: Dead letters per database transaction and per broker round trip. A few
 #: hundred amortise the round trips; more only lengthen the locks held on the
@@ -164,6 +175,26 @@ class DeliveryInfo:
     last_error: str | None
     message_id: str | None
     dead_lettered_at: dt.datetime | None
+    queue_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The database's view of a dead letter: the same keys as :meth:`Entry.to_json`."""
+        queue = self.queue_name or self.channel
+        return {
+            "source": "database",
+            "message_id": self.message_id,
+            "queue": queue,
+            "channel": self.channel,
+            "actor": actor_name(queue),
+            "delivery_id": str(self.delivery_id),
+            "notification_id": str(self.notification_id),
+            "user_id": str(self.user_id),
+            "status": self.status,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "last_error": self.last_error,
+            "died_at": _iso(self.dead_lettered_at),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +211,7 @@ class Entry:
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
         return {
+            "source": "broker",
             "message_id": self.letter.message_id,
             "queue": self.letter.queue,
             "channel": channel_of(self.letter.queue).value,
@@ -250,6 +282,93 @@ class DeadLetterOps:
         self.lease_seconds = lease_seconds
 
     # --- reading -------------------------------------------------------------------
+
+    def iter_rows(self, filters: Filters) -> Iterator[DeliveryInfo]:
+        """The dead-lettered deliveries matching ``filters`` as PostgreSQL
+        records them, newest first, streamed a few hundred rows at a time.
+
+        Every filter is part of the query and ``--limit`` its LIMIT: the
+        partial index on ``dead_lettered_at`` hands over the newest rows
+        first, so the database reads about as many rows as are shown. The
+        broker is not touched.
+        """
+        with self.sessions() as s:
+            for r in s.execute(self.rows_query(filters).execution_options(yield_per=BATCH_SIZE)):
+                yield DeliveryInfo(
+                    r.delivery_id,
+                    r.notification_id,
+                    r.user_id,
+                    str(Channel(r.channel).value),
+                    str(getattr(r.status, "value", r.status)),
+                    int(r.attempts),
+                    int(r.max_attempts or 3),
+                    r.last_error,
+                    r.message_id,
+                    as_utc(r.dead_lettered_at),
+                    r.queue_name,
+                )
+
+    @staticmethod
+    def rows_query(filters: Filters) -> sa.Select[*tuple[Any, ...]]:
+        """The query of :meth:`iter_rows`: filters, newest first, ``LIMIT``."""
+        d, n = Delivery, Notification
+        query = (
+            sa.select(
+                d.delivery_id,
+                d.notification_id,
+                n.user_id,
+                d.channel,
+                d.status,
+                d.attempts,
+                n.max_attempts,
+                d.last_error,
+                d.message_id,
+                d.dead_lettered_at,
+                d.queue_name,
+            )
+            .join(n, n.notification_id == d.notification_id)
+            .where(d.dead_lettered_at.is_not(None), d.status == DeliveryStatus.FAILED)
+            .order_by(d.dead_lettered_at.desc(), d.delivery_id.desc())
+        )
+        if filters.channel is not None:
+            query = query.where(d.channel == filters.channel)
+        if filters.queue:
+            query = query.where(d.queue_name == filters.queue)
+        if filters.since:
+            query = query.where(d.dead_lettered_at >= filters.since)
+        if filters.until:
+            query = query.where(d.dead_lettered_at <= filters.until)
+        if filters.error:
+            query = query.where(
+                sa.func.lower(d.last_error).contains(filters.error.lower(), autoescape=True)
+            )
+        if filters.limit is not None:
+            query = query.limit(filters.limit)
+        return query
+
+    def compare(self, filters: Filters) -> Comparison:
+        """Every dead letter in one of the two views and not in the other,
+        matched by delivery id (``--channel`` and ``--queue`` narrow both).
+
+        Reads both sides whole: on RabbitMQ every entry is taken off the
+        queue (and handed back at the end), as ``--source broker`` does.
+        """
+        scope = Filters(channel=filters.channel, queue=filters.queue)
+        rows = {r.delivery_id: r for r in self.iter_rows(scope)}
+        matched: set[uuid.UUID] = set()
+        broker_only: list[Entry] = []
+        for entry in self.iter_select(scope):
+            delivery_id = entry.letter.delivery_id
+            if delivery_id is not None and delivery_id in rows and delivery_id not in matched:
+                matched.add(delivery_id)
+            else:  # no row dead-lettered for it, or a second dead letter of one delivery
+                broker_only.append(entry)
+        database_only = [r for key, r in rows.items() if key not in matched]
+        return Comparison(len(matched), database_only, broker_only)
+
+    def database_counts(self) -> dict[str | None, int]:
+        """Dead-lettered deliveries per queue, as PostgreSQL records them."""
+        return dead_lettered_counts(self.sessions)
 
     def select(self, filters: Filters) -> list[Entry]:
         """Dead letters matching ``filters``, newest first, joined with their rows."""
@@ -510,6 +629,75 @@ class DeadLetterOps:
                 )
             )
         return results
+
+
+def dead_lettered_counts(sessions: sessionmaker[Session]) -> dict[str | None, int]:
+    """Dead-lettered deliveries per queue name, as PostgreSQL records them."""
+    d = Delivery
+    with sessions() as s:
+        return {
+            queue: int(count)
+            for queue, count in s.execute(
+                sa.select(d.queue_name, sa.func.count())
+                .where(d.dead_lettered_at.is_not(None), d.status == DeliveryStatus.FAILED)
+                .group_by(d.queue_name)
+            )
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The two views of the dead letters, side by side (:meth:`DeadLetterOps.compare`)."""
+
+    both: int
+    #: Dead-lettered rows with no dead letter in the broker: the message
+    #: expired from the broker (7 days) or was lost; ``requeue`` cannot move it.
+    database_only: list[DeliveryInfo]
+    #: Dead letters whose delivery is not dead-lettered in the database (requeued
+    #: or purged since, no row, a second dead letter of one delivery).
+    broker_only: list[Entry]
+
+    @property
+    def agree(self) -> bool:
+        return not self.database_only and not self.broker_only
+
+
+@dataclasses.dataclass(frozen=True)
+class Disagreement:
+    """A queue whose dead letters the database and the broker count differently."""
+
+    queue: str
+    database: int
+    broker: int
+
+    def describe(self) -> str:
+        more, fewer = (
+            ("database", "broker") if self.database > self.broker else ("broker", "database")
+        )
+        return (
+            f"{self.queue}: {self.database} in the database, {self.broker} in the broker"
+            f" ({abs(self.database - self.broker)} more in the {more} than in the {fewer})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def compare_counts(
+    broker: Sequence[QueueCounts], database: dict[str | None, int]
+) -> list[Disagreement]:
+    """Every queue where the broker's dead letters and the database's
+    dead-lettered deliveries differ in number (a row without a queue name, or
+    on a queue the broker was not asked about, counts as a disagreement)."""
+    seen = {q.queue: q.dead for q in broker}
+    names = sorted(set(seen) | {q or "(no queue)" for q in database})
+    found = []
+    for name in names:
+        db = database.get(None if name == "(no queue)" else name, 0)
+        held = seen.get(name, 0)
+        if db != held:
+            found.append(Disagreement(name, db, held))
+    return found
 
 
 def _iso(value: dt.datetime | None) -> str | None:

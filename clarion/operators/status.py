@@ -1,4 +1,14 @@
-"""``clarion status``: queues, notifications, leases and workers, with a health verdict."""
+"""``clarion status``: queues, notifications, leases and workers, with a health verdict.
+
+Dead letters are counted on both sides, per queue: the broker's dead-letter
+queues and the deliveries PostgreSQL records as dead-lettered. Where they
+differ the report says so (``dead_letters.disagree``): a message that expired
+from the broker after its 7 days, or was lost, is in the database only; a dead
+letter whose row is no longer dead-lettered, or that died without its
+write-back, is in the broker only. A difference is reported, not judged
+unhealthy: it is normal for the moment between a delivery's write-back and the
+broker moving its message to the dead-letter queue.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
+from clarion.operators.dlq import Disagreement, compare_counts, dead_lettered_counts
 from models.enums import IN_FLIGHT, NotificationStatus
 from models.notifications import Delivery, Notification
 
@@ -38,6 +49,10 @@ class Report:
     expired_leases: int
     live_workers: int
     problems: list[str]
+    #: Dead-lettered deliveries per queue, as PostgreSQL records them.
+    dead_in_database: dict[str | None, int] = dataclasses.field(default_factory=dict)
+    #: Queues where the broker and the database count dead letters differently.
+    disagree: list[Disagreement] = dataclasses.field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -48,11 +63,20 @@ class Report:
             "healthy": self.healthy,
             "problems": self.problems,
             "broker": self.broker,
-            "queues": [dataclasses.asdict(q) for q in self.queues],
+            "queues": [
+                {**dataclasses.asdict(q), "dead_in_database": self.dead_in_database.get(q.queue, 0)}
+                for q in self.queues
+            ],
             "totals": {
                 "ready": sum(q.ready for q in self.queues),
                 "delayed": sum(q.delayed for q in self.queues),
                 "dead": sum(q.dead for q in self.queues),
+                "dead_in_database": sum(self.dead_in_database.values()),
+            },
+            "dead_letters": {
+                "broker": sum(q.dead for q in self.queues),
+                "database": sum(self.dead_in_database.values()),
+                "disagree": [d.to_json() for d in self.disagree],
             },
             "notifications": {"last_hour": self.last_hour, "last_day": self.last_day},
             "oldest_due_age_seconds": self.oldest_due_age,
@@ -102,6 +126,7 @@ def gather(
             )
             or 0
         )
+    in_database = dead_lettered_counts(sessions)
     queues = dead_letters.counts()
     workers = dead_letters.live_workers(thresholds.heartbeat_window)
     age = None
@@ -122,4 +147,16 @@ def gather(
     dead = sum(q.dead for q in queues)
     if thresholds.max_dead is not None and dead > thresholds.max_dead:
         problems.append(f"{dead} dead letters (threshold {thresholds.max_dead})")
-    return Report(broker, queues, last_hour, last_day, age, oldest_id, expired, workers, problems)
+    return Report(
+        broker,
+        queues,
+        last_hour,
+        last_day,
+        age,
+        oldest_id,
+        expired,
+        workers,
+        problems,
+        in_database,
+        compare_counts(queues, in_database),
+    )

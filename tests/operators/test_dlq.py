@@ -68,7 +68,16 @@ def test_dead_letters_list_show_requeue_purge(ops: Ops, stack: Stack) -> None:
     died = [e["died_at"] for e in listed]
     assert died == sorted(died, reverse=True)
     table = ops.cli("dlq", "list")
-    assert table.returncode == 0 and "7 dead letters" in table.stdout
+    assert table.returncode == 0 and "7 dead letters (database view" in table.stdout
+    assert "database and broker agree: 7 dead letters" in table.stdout
+    # The broker's own view: the same dead letters, read from the dead-letter queues.
+    from_broker = ops.cli_json("dlq", "list", "--source", "broker")
+    assert {e["source"] for e in listed} == {"database"}
+    assert {e["source"] for e in from_broker} == {"broker"}
+    same = ("message_id", "delivery_id", "queue", "actor", "notification_id", "last_error")
+    assert sorted(tuple(e[k] for k in same) for e in from_broker) == sorted(
+        tuple(e[k] for k in same) for e in listed
+    )
 
     # --- filters --------------------------------------------------------------------------
     assert {e["notification_id"] for e in ops.cli_json("dlq", "list", "--channel", "sms")} == {
@@ -81,6 +90,13 @@ def test_dead_letters_list_show_requeue_purge(ops: Ops, stack: Stack) -> None:
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
     assert ops.cli_json("dlq", "list", "--until", past) == []
     assert len(ops.cli_json("dlq", "list", env={"CLARION_DLQ_CHANNEL": "sms"})) == 2
+    # The same filters over the broker's view.
+    broker = ("--source", "broker")
+    assert len(ops.cli_json("dlq", "list", *broker, "--channel", "sms")) == 2
+    assert len(ops.cli_json("dlq", "list", *broker, "--error", "ses internalfailure")) == 5
+    assert len(ops.cli_json("dlq", "list", *broker, "--limit", "3")) == 3
+    assert ops.cli_json("dlq", "list", *broker, "--until", past) == []
+    assert len(ops.cli_json("dlq", "list", env={"CLARION_DLQ_SOURCE": "broker"})) == 7
 
     # --- show -----------------------------------------------------------------------------
     [shown] = ops.cli_json("dlq", "show", entry["message_id"])

@@ -25,9 +25,19 @@ def test_unreachable_broker_and_database(ops: Ops) -> None:
     bad_broker = (
         "amqp://guest:guest@127.0.0.1:1/" if ops.broker == "rabbitmq" else "redis://127.0.0.1:1/13"
     )
-    for command in (["dlq", "list"], ["status"], ["dlq", "requeue", "--all"]):
+    for command in (
+        ["dlq", "list", "--source", "broker"],
+        ["dlq", "diff"],
+        ["status"],
+        ["dlq", "requeue", "--all"],
+    ):
         line = one_line(ops.cli(*command, env={"CLARION_BROKER_URL": bad_broker}), 5)
         assert line.startswith("clarion: broker unreachable")
+    # The database's view needs no broker: it lists, and says what it could not compare.
+    listed = ops.cli("dlq", "list", env={"CLARION_BROKER_URL": bad_broker})
+    assert listed.returncode == 0, listed.stderr
+    assert "broker is unreachable" in listed.stdout
+    assert ops.cli_json("dlq", "list", env={"CLARION_BROKER_URL": bad_broker}) == []
     bad_db = (
         sa.make_url(ops.env["CLARION_DATABASE_URL"])
         .set(port=1)
@@ -53,6 +63,9 @@ def test_unknown_ids_and_bad_filters(ops: Ops) -> None:
         one_line(ops.cli("dlq", "list", *args), 2)
     one_line(ops.cli("dlq", "list", env={"CLARION_DLQ_LIMIT": "ten"}), 2)
     one_line(ops.cli("dlq", "list", env={"CLARION_DLQ_JSON": "maybe"}), 2)
+    assert "--source" in one_line(ops.cli("dlq", "list", "--source", "cache"), 2)
+    assert "CLARION_DLQ_SOURCE" in ops.cli("dlq", "list", "--help").stdout
+    one_line(ops.cli("dlq", "diff", "--channel", "fax"), 2)
     one_line(ops.cli("dlq", "requeue"), 2)  # neither ids nor --all
     one_line(ops.cli("status", "--max-due-age", "soon"), 2)
 

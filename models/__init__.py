@@ -20,6 +20,7 @@ from models.notifications import (
     NotificationTemplate,
     UserAddress,
 )
+from models.preferences import CollapseWindow, RateCounter, UserOptOut, UserQuietHours
 from models.realtime import RealTimeEvent, WebSocketConnection
 
 metadata = Base.metadata
@@ -30,6 +31,7 @@ __all__ = [
     "Base",
     "Category",
     "Channel",
+    "CollapseWindow",
     "ConnectionStatus",
     "Delivery",
     "DeliveryAttempt",
@@ -40,8 +42,11 @@ __all__ = [
     "NotificationStatus",
     "NotificationTemplate",
     "Priority",
+    "RateCounter",
     "RealTimeEvent",
     "UserAddress",
+    "UserOptOut",
+    "UserQuietHours",
     "Visibility",
     "WebSocketConnection",
     "metadata",

@@ -27,6 +27,10 @@ CLARION_TABLES = {
     "user_addresses",
     "notification_deliveries",
     "delivery_attempts",
+    "user_opt_outs",
+    "user_quiet_hours",
+    "collapse_windows",
+    "rate_counters",
 }
 CLARION_ENUMS = {
     "attempt_outcome",
@@ -135,8 +139,8 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+def test_head_is_the_delivery_policy_revision() -> None:
+    assert migrate.head() == "0005_delivery_policy"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

@@ -168,7 +168,7 @@ SPEC_COLUMNS = {
 
 #: Columns Clarion adds beside the contract (documented in models/notifications.py).
 EXTRA_COLUMNS = {
-    "notifications": {"idempotency_key", "dispatched_at"},
+    "notifications": {"idempotency_key", "dispatched_at", "cancellation_key"},
     "websocket_connections": set(),
     "real_time_events": set(),
 }

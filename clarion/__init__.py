@@ -25,6 +25,15 @@ if TYPE_CHECKING:
         TemplateError,
         ValidationError,
     )
+    from clarion.policy import (
+        cancel,
+        clear_quiet_hours,
+        get_preferences,
+        opt_in,
+        opt_out,
+        set_quiet_hours,
+        set_template_policy,
+    )
     from realtime.outbox import publish_event
 
 __version__ = "0.1.0"
@@ -37,6 +46,13 @@ _EXPORTS = {
     "list_addresses": "clarion.addresses",
     "Address": "clarion.addresses",
     "publish_event": "realtime.outbox",
+    "cancel": "clarion.policy",
+    "opt_out": "clarion.policy",
+    "opt_in": "clarion.policy",
+    "set_quiet_hours": "clarion.policy",
+    "clear_quiet_hours": "clarion.policy",
+    "get_preferences": "clarion.policy",
+    "set_template_policy": "clarion.policy",
     "ClarionError": "clarion.core.errors",
     "MissingVariableError": "clarion.core.errors",
     "NotFoundError": "clarion.core.errors",
@@ -54,10 +70,17 @@ __all__ = [
     "TemplateError",
     "ValidationError",
     "add_address",
+    "cancel",
+    "clear_quiet_hours",
     "disable_address",
+    "get_preferences",
     "list_addresses",
     "notify",
+    "opt_in",
+    "opt_out",
     "publish_event",
+    "set_quiet_hours",
+    "set_template_policy",
 ]
 
 

@@ -89,6 +89,7 @@ class NotifyRequest:
     metadata: Any = None
     max_attempts: int = 3
     idempotency_key: str | None = None
+    cancellation_key: str | None = None
 
 
 def notify(
@@ -113,6 +114,7 @@ def notify(
     metadata: Any = None,
     max_attempts: int = 3,
     idempotency_key: str | None = None,
+    cancellation_key: str | None = None,
     session: Session | None = None,
 ) -> Notification:
     """Create a pending notification for ``user_id`` and return its row.
@@ -129,6 +131,9 @@ def notify(
 
     With ``idempotency_key``, a second call with the same key returns the
     first notification instead of creating another, also when two calls race.
+    ``cancellation_key`` names it for :func:`clarion.cancel` (e.g.
+    ``f"outbid:{auction_id}:{user_id}"``): what is not yet handed to a
+    provider is cancelled then.
 
     Raises :class:`~clarion.core.errors.ValidationError` naming the first invalid
     argument, :class:`~clarion.core.errors.TemplateError` for a template that cannot
@@ -155,6 +160,7 @@ def notify(
         metadata=metadata,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
+        cancellation_key=cancellation_key,
     )
     if session is None:
         engine = get_engine(get_settings().effective_database_url)
@@ -225,6 +231,9 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         "max_attempts": _max_attempts(r.max_attempts),
         "idempotency_key": _optional_text(
             "idempotency_key", r.idempotency_key, IDEMPOTENCY_KEY_MAX
+        ),
+        "cancellation_key": _optional_text(
+            "cancellation_key", r.cancellation_key, IDEMPOTENCY_KEY_MAX
         ),
         "status": NotificationStatus.PENDING,
     }

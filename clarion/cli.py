@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.operators.commands import add_parsers
 
     add_parsers(sub)  # dlq, status, inspect
+    from clarion.policy_commands import add_parsers as add_policy_parsers
+
+    add_policy_parsers(sub)  # prefs, cancel
     return parser
 
 

@@ -71,9 +71,7 @@ class NotificationTemplate(Base):
     #: Ignores opt-outs, quiet hours and the rate limit (won, payment due).
     required: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false(), default=False)
     #: Further ones for the same user and auction within the window are folded.
-    collapsible: Mapped[bool] = mapped_column(
-        sa.Boolean, server_default=sa.false(), default=False
-    )
+    collapsible: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false(), default=False)
     #: The collapse window of this template; NULL: CLARION_POLICY_COLLAPSE_WINDOW.
     collapse_window_seconds: Mapped[int | None] = mapped_column(sa.Integer)
     #: The follow-up's title and message: placeholders of the latest data, {count}, {more}.

@@ -108,10 +108,9 @@ class QuietHours:
         local = at.astimezone(zone)
         wall = local.time().replace(tzinfo=None)
         crosses = self.start > self.end
-        if crosses:
-            inside = wall >= self.start or wall < self.end
-        else:
-            inside = self.start <= wall < self.end
+        inside = (
+            (wall >= self.start or wall < self.end) if crosses else self.start <= wall < self.end
+        )
         if not inside:
             return None
         day = local.date()
@@ -152,8 +151,11 @@ class UserPolicy:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PolicyConfig:
+    """The process-wide settings of the policy (``CLARION_POLICY_*``)."""
+
     rate_limit: int = 100  # per user, channel and clock hour; 0: none
     collapse_window: float = 60.0
+    presence_max_age: float = 60.0
     required_categories: frozenset[Category] = frozenset({Category.PAYMENT})
 
 
@@ -356,9 +358,7 @@ def decide(
                 rate_used[key] = rate_used.get(key, 0) + 1
                 slots.append(key)
         if at > now:
-            decisions.append(
-                ChannelDecision(channel, Action.HOLD, "; ".join(_dedupe(reasons)), at)
-            )
+            decisions.append(ChannelDecision(channel, Action.HOLD, "; ".join(_dedupe(reasons)), at))
         else:
             decisions.append(ChannelDecision(channel, Action.SEND))
     if watching:

@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("channel", _channel_type(), nullable=False),
         sa.Column("category", sa.String(length=20), nullable=False),
-        sa.Column(
-            "created_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False
-        ),
+        sa.Column("created_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False),
         sa.PrimaryKeyConstraint("opt_out_id", name=op.f("pk_user_opt_outs")),
         sa.UniqueConstraint("user_id", "channel", "category", name="uq_user_opt_outs_scope"),
     )
@@ -66,9 +64,7 @@ def upgrade() -> None:
         sa.Column("time_zone", sa.String(length=64), nullable=False),
         sa.Column("starts_at", sa.Time(), nullable=False),
         sa.Column("ends_at", sa.Time(), nullable=False),
-        sa.Column(
-            "updated_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False
-        ),
+        sa.Column("updated_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_user_quiet_hours")),
     )
     op.create_table(
@@ -82,9 +78,7 @@ def upgrade() -> None:
         sa.Column("carrier_notification_id", sa.Uuid(), nullable=True),
         sa.Column("latest_notification_id", sa.Uuid(), nullable=True),
         sa.Column("event_count", sa.Integer(), server_default="0", nullable=False),
-        sa.Column(
-            "updated_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False
-        ),
+        sa.Column("updated_at", ts, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False),
         sa.PrimaryKeyConstraint(
             "user_id", "auction_id", "collapse_key", name=op.f("pk_collapse_windows")
         ),
@@ -139,9 +133,7 @@ def upgrade() -> None:
         "notification_templates",
         sa.Column("collapse_title", sa.String(length=255), nullable=True),
     )
-    op.add_column(
-        "notification_templates", sa.Column("collapse_message", sa.Text(), nullable=True)
-    )
+    op.add_column("notification_templates", sa.Column("collapse_message", sa.Text(), nullable=True))
     templates = sa.table(
         "notification_templates",
         sa.column("auction_type", sa.String),

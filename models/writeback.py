@@ -97,6 +97,9 @@ _NOTES = (
         _N.c.priority,
         _N.c.auction_id,
         _T.c.body_format,
+        _T.c.collapsible,
+        _T.c.auction_type,
+        _T.c.event,
     )
     .select_from(_N.outerjoin(_T, _T.c.template_id == _N.c.template_id))
     .where(_N.c.notification_id.in_(sa.bindparam("ids", expanding=True)))
@@ -168,6 +171,9 @@ class SendJob:
     priority: str
     auction_id: uuid.UUID | None
     addresses: tuple[AddressRow, ...]
+    #: For push: the FCM collapse key of a collapsible template's notifications
+    #: about one auction, so that a device shows only the latest.
+    collapse_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -273,6 +279,12 @@ def take_for_sending(
             priority=_text(note.priority),
             auction_id=note.auction_id,
             addresses=tuple(addresses.get((note.user_id, channel), ())),
+            collapse_key=(
+                # APNs takes at most 64 bytes: the event, cut, and the auction.
+                f"{note.event[:31]}-{note.auction_id.hex}"
+                if note.collapsible and note.auction_id is not None
+                else None
+            ),
         )
     return result
 

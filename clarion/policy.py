@@ -117,7 +117,7 @@ def _clock(value: object, field: str) -> dt.time:
     if isinstance(value, dt.time):
         if value.tzinfo is not None:
             raise ValidationError(field, "must be a wall-clock time without a time zone")
-        return value.replace(second=0, microsecond=0)
+        return value.replace(microsecond=0)
     match = _CLOCK.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValidationError(field, f"expected a time as HH:MM (e.g. 22:00), got {shown(value)}")

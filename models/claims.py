@@ -28,7 +28,7 @@ from models.notifications import Delivery, Notification
 from models.policy import Action, ChannelDecision, PolicyConfig
 from models.policy_state import Due, plan_batch
 
-__all__ = ["Claim", "Claims", "MessageFactory"]
+__all__ = ["Claim", "ClaimBatch", "Claims", "MessageFactory"]
 
 log = logging.getLogger("clarion.claims")
 
@@ -43,6 +43,17 @@ class Claim:
     priority: Priority
     queue_name: str
     message_id: str
+
+
+class ClaimBatch(list[Claim]):
+    """The claims of one batch, and how many notifications it took.
+
+    With the delivery policy a claimed notification may enqueue nothing (all
+    its channels held, skipped or folded): the scheduler goes on claiming
+    while ``notifications`` fills the batch, whatever the number of claims.
+    """
+
+    notifications: int = 0
 
 
 #: Builds the broker message for a claim: (delivery_id, queue_name) -> message_id.
@@ -92,7 +103,7 @@ class Claims:
         queue_for: Callable[[Channel, Priority], str],
         make_message: MessageFactory,
         now: dt.datetime | None = None,
-    ) -> list[Claim]:
+    ) -> ClaimBatch:
         """Claim up to ``batch_size`` due notifications, most urgent then oldest first.
 
         Claimed rows get ``dispatched_at`` and one queued delivery per channel
@@ -130,11 +141,12 @@ class Claims:
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         )
-        claims: list[Claim] = []
+        claims = ClaimBatch()
         with self.sessions.begin() as s:
             rows = s.execute(due).all()
             if not rows:
-                return []
+                return claims
+            claims.notifications = len(rows)
             bad: dict[uuid.UUID, str] = {}
             good: list[Due] = []
             for row in rows:
@@ -222,9 +234,10 @@ class Claims:
                     "notification %s cancelled by the delivery policy: %s", notification_id, reason
                 )
             if ended:
+                table: sa.Table = Notification.__table__  # type: ignore[assignment]
                 s.execute(
-                    sa.update(n)
-                    .where(n.notification_id == sa.bindparam("b_id"))
+                    sa.update(table)
+                    .where(table.c.notification_id == sa.bindparam("b_id"))
                     .values(
                         status=NotificationStatus.CANCELLED,
                         dispatched_at=now,
@@ -296,9 +309,10 @@ class Claims:
                     )
                 )
             if params:
+                deliveries_table: sa.Table = Delivery.__table__  # type: ignore[assignment]
                 s.execute(
-                    sa.update(d)
-                    .where(d.delivery_id == sa.bindparam("b_id"))
+                    sa.update(deliveries_table)
+                    .where(deliveries_table.c.delivery_id == sa.bindparam("b_id"))
                     .values(
                         held_until=None,
                         lease_expires_at=lease,

@@ -189,7 +189,8 @@ class Scheduler:
                 make_message=self._make_message,
             )
             self._enqueue_pending()
-            claimed = len({c.notification_id for c in claims})
+            # Notifications taken, enqueued or not (the policy may hold or fold them all).
+            claimed = claims.notifications
             self.stats.claimed += claimed
             total += len(claims)
             if claims:

@@ -25,6 +25,10 @@ DATA_TABLES = (
     "user_addresses",
     "websocket_connections",
     "real_time_events",
+    "user_opt_outs",
+    "user_quiet_hours",
+    "collapse_windows",
+    "rate_counters",
 )
 
 

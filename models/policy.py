@@ -153,7 +153,7 @@ class UserPolicy:
 class PolicyConfig:
     """The process-wide settings of the policy (``CLARION_POLICY_*``)."""
 
-    rate_limit: int = 100  # per user, channel and clock hour; 0: none
+    rate_limit: int = 1000  # per user, channel and clock hour; 0: none
     collapse_window: float = 60.0
     presence_max_age: float = 60.0
     required_categories: frozenset[Category] = frozenset({Category.PAYMENT})

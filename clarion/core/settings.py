@@ -442,10 +442,11 @@ class Settings:
     )
     policy_rate_limit: int = setting(
         "CLARION_POLICY_RATE_LIMIT",
-        100,
+        1000,
         _non_negative_int,
         "Most non-required messages one user gets per channel per clock hour (in-app not "
-        "counted); more are held to the next hour, not dropped. 0: no limit.",
+        "counted); more are held to the next hour, not dropped. A safety net against a "
+        "runaway sender, generous by default. 0: no limit.",
     )
     policy_collapse_window: float = setting(
         "CLARION_POLICY_COLLAPSE_WINDOW",

@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TABLE",
         help="only this table (repeatable): notifications (with their deliveries and "
-        "attempts), delivery_attempts, real_time_events, websocket_connections",
+        "attempts), delivery_attempts, real_time_events, websocket_connections, "
+        "collapse_windows, rate_counters",
     )
     purge.set_defaults(func=cmd_purge)
 

@@ -103,20 +103,21 @@ def plan_batch(
         state.watching = _watching(
             s, {(k[0], k[1]) for k in window_keys}, now, config.presence_max_age
         )
+    planned: dict[tuple[uuid.UUID, Channel], int] = {}
+    hour = hour_slot(now)
     if config.rate_limit:
-        rate_keys = sorted(
-            {
-                (f.user_id, c)
-                for f in facts
-                if not (f.required or f.category in config.required_categories)
-                for c in f.channels
-                if c is not Channel.IN_APP
-            },
-            key=lambda k: (str(k[0]), k[1].value),
-        )
-        if rate_keys:
-            state.rate_used = _lock_rates(s, rate_keys, hour_slot(now))
+        for f in facts:
+            if f.required or f.category in config.required_categories:
+                continue
+            for c in f.channels:
+                if c is not Channel.IN_APP:
+                    planned[(f.user_id, c)] = planned.get((f.user_id, c), 0) + 1
+        if planned:
+            # Users with quiet hours may be counted into a later hour: read theirs too.
+            later = {u for u, p in users.items() if p.quiet_hours is not None}
+            state.rate_used = _count_rates(s, planned, hour, config.rate_limit, later)
     decisions: dict[uuid.UUID, Decision] = {}
+    #: What the batch's decisions count, per user, channel and hour.
     rate_added: dict[tuple[uuid.UUID, Channel, dt.datetime], int] = {}
     for f in facts:
         decision = decide(f, users.get(f.user_id, _NO_SETTINGS), state, config, now)
@@ -128,8 +129,8 @@ def plan_batch(
     if changed:
         _write_windows(s, changed, now)
         _rewrite_carriers(s, changed, templates, now)
-    if rate_added:
-        _add_rates(s, rate_added)
+    if planned:
+        _settle_rates(s, planned, rate_added, hour)
     return decisions
 
 
@@ -189,21 +190,34 @@ def _insert(s: Session, table: sa.Table) -> Any:
 def _lock_windows(
     s: Session, keys: list[tuple[uuid.UUID, uuid.UUID, str]]
 ) -> dict[tuple[uuid.UUID, uuid.UUID, str], Window]:
-    s.execute(
-        _insert(s, _W)
-        .values(
-            [
-                {"user_id": u, "auction_id": a, "collapse_key": k, "event_count": 0}
-                for u, a, k in keys
-            ]
-        )
-        .on_conflict_do_nothing()
+    """Create the missing windows and lock every one, in key order, in one statement.
+
+    ``ON CONFLICT DO UPDATE`` (a no-op change) locks an existing row until
+    the claim commits, as ``FOR UPDATE`` would, and returns it; a row another
+    claim is creating or holding is waited for, then returned as committed.
+    The rows go in key order in one multi-row statement, so that two claims
+    lock shared windows in the same order. (The returned rows are matched by
+    key: asking for them in parameter order would make SQLAlchemy send one
+    statement per row, this table having no sentinel column.)
+    """
+    stmt = _insert(s, _W)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id", "auction_id", "collapse_key"],
+        set_={"collapse_key": stmt.excluded.collapse_key},
+    ).returning(
+        _W.c.user_id,
+        _W.c.auction_id,
+        _W.c.collapse_key,
+        _W.c.opened_at,
+        _W.c.closes_at,
+        _W.c.first_notification_id,
+        _W.c.carrier_notification_id,
+        _W.c.latest_notification_id,
+        _W.c.event_count,
     )
     rows = s.execute(
-        sa.select(_W)
-        .where(sa.tuple_(_W.c.user_id, _W.c.auction_id, _W.c.collapse_key).in_(keys))
-        .order_by(_W.c.user_id, _W.c.auction_id, _W.c.collapse_key)
-        .with_for_update()
+        stmt,
+        [{"user_id": u, "auction_id": a, "collapse_key": k, "event_count": 0} for u, a, k in keys],
     )
     return {
         (r.user_id, r.auction_id, r.collapse_key): Window(
@@ -354,41 +368,93 @@ def _uuids(values: Any) -> Iterable[uuid.UUID]:
             continue  # a subscription to something that is not an auction id
 
 
-def _lock_rates(
-    s: Session, keys: Sequence[tuple[uuid.UUID, Channel]], hour: dt.datetime
+def _count_rates(
+    s: Session,
+    planned: dict[tuple[uuid.UUID, Channel], int],
+    hour: dt.datetime,
+    limit: int,
+    read_later: set[uuid.UUID],
 ) -> dict[tuple[uuid.UUID, Channel, dt.datetime], int]:
-    s.execute(
-        _insert(s, _R)
-        .values([{"user_id": u, "channel": c, "hour_start": hour, "sent": 0} for u, c in keys])
-        .on_conflict_do_nothing()
-    )
+    """Count this batch into the current hour at once, and return what was there before.
+
+    One upsert, in key order: it adds every delivery the batch may send now
+    and locks those counters until the claim commits, so a second scheduler
+    counting the same user waits and then sees this batch's count. What the
+    decisions do not use is given back by :func:`_settle_rates`. Only for a
+    user that may go over the limit, or whose quiet hours may move a delivery
+    to a later hour, are the later hours read (locked too).
+    """
+    keys = sorted(planned, key=lambda k: (str(k[0]), k[1].value))
+    stmt = _insert(s, _R)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id", "channel", "hour_start"],
+        set_={"sent": _R.c.sent + stmt.excluded.sent},
+    ).returning(_R.c.user_id, _R.c.channel, _R.c.sent)
     rows = s.execute(
-        sa.select(_R.c.user_id, _R.c.channel, _R.c.hour_start, _R.c.sent)
-        .where(
-            sa.tuple_(_R.c.user_id, _R.c.channel).in_(keys),
-            _R.c.hour_start >= hour,
-        )
-        .order_by(_R.c.user_id, _R.c.channel, _R.c.hour_start)
-        .with_for_update()
-    )
-    return {(r.user_id, Channel(r.channel), hour_slot(_aware(r.hour_start))): r.sent for r in rows}
-
-
-def _add_rates(s: Session, added: dict[tuple[uuid.UUID, Channel, dt.datetime], int]) -> None:
-    stmt = _insert(s, _R).values(
+        stmt,
         [
-            {"user_id": u, "channel": c, "hour_start": h, "sent": n}
-            for (u, c, h), n in sorted(
-                added.items(), key=lambda i: (str(i[0][0]), i[0][1], i[0][2])
+            {"user_id": u, "channel": c, "hour_start": hour, "sent": planned[(u, c)]}
+            for u, c in keys
+        ],
+    )
+    used: dict[tuple[uuid.UUID, Channel, dt.datetime], int] = {}
+    crowded: list[tuple[uuid.UUID, Channel]] = []
+    for r in rows:
+        key = (r.user_id, Channel(r.channel))
+        before = r.sent - planned[key]
+        used[(*key, hour)] = before
+        if r.sent > limit or r.user_id in read_later:
+            crowded.append(key)
+    if crowded:
+        for r in s.execute(
+            sa.select(_R.c.user_id, _R.c.channel, _R.c.hour_start, _R.c.sent)
+            .where(sa.tuple_(_R.c.user_id, _R.c.channel).in_(crowded), _R.c.hour_start > hour)
+            .order_by(_R.c.user_id, _R.c.channel, _R.c.hour_start)
+            .with_for_update()
+        ):
+            used[(r.user_id, Channel(r.channel), hour_slot(_aware(r.hour_start)))] = r.sent
+    return used
+
+
+def _settle_rates(
+    s: Session,
+    planned: dict[tuple[uuid.UUID, Channel], int],
+    used: dict[tuple[uuid.UUID, Channel, dt.datetime], int],
+    hour: dt.datetime,
+) -> None:
+    """Give back what the batch counted now but did not send now, count the later hours."""
+    back = []
+    for (u, c), n in sorted(planned.items(), key=lambda i: (str(i[0][0]), i[0][1].value)):
+        unused = n - used.get((u, c, hour), 0)
+        if unused:
+            back.append({"b_user": u, "b_channel": c, "b_hour": hour, "b_unused": unused})
+    if back:
+        s.execute(
+            sa.update(_R)
+            .where(
+                _R.c.user_id == sa.bindparam("b_user"),
+                _R.c.channel == sa.bindparam("b_channel"),
+                _R.c.hour_start == sa.bindparam("b_hour"),
             )
-        ]
-    )
-    s.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["user_id", "channel", "hour_start"],
-            set_={"sent": _R.c.sent + stmt.excluded.sent},
+            .values(sent=_R.c.sent - sa.bindparam("b_unused"))
+            .execution_options(synchronize_session=False),
+            back,
         )
-    )
+    later = {k: n for k, n in used.items() if k[2] != hour}
+    if later:
+        stmt = _insert(s, _R)
+        s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["user_id", "channel", "hour_start"],
+                set_={"sent": _R.c.sent + stmt.excluded.sent},
+            ),
+            [
+                {"user_id": u, "channel": c, "hour_start": h, "sent": n}
+                for (u, c, h), n in sorted(
+                    later.items(), key=lambda i: (str(i[0][0]), i[0][1], i[0][2])
+                )
+            ],
+        )
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -26,7 +26,8 @@ from models.claims import Claim, ClaimBatch, Claims
 from models.enums import Channel
 from models.notifications import Delivery, Notification, NotificationTemplate
 from models.policy import PolicyConfig
-from models.preferences import CollapseWindow
+from models.preferences import CollapseWindow, RateCounter
+from models.retention import Retention, RetentionPolicy
 
 pytestmark = pytest.mark.postgres
 
@@ -292,3 +293,36 @@ def test_rate_limit_holds_to_the_next_hour(db: Engine) -> None:
     nxt = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
     assert {d.held_until for d in sms if d.held_until is not None} == {nxt}
     assert {rows(db, i)["in_app"].held_until for i in ids} == {None}
+
+
+def test_retention_removes_the_policy_state_nothing_reads_any_more(db: Engine) -> None:
+    now = dt.datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    user = uuid.uuid4()
+    with sessionmaker(db).begin() as s:
+        s.add_all(
+            [
+                CollapseWindow(
+                    user_id=user,
+                    auction_id=uuid.uuid4(),
+                    collapse_key="english/outbid",
+                    closes_at=now - dt.timedelta(hours=2),
+                ),
+                CollapseWindow(
+                    user_id=user,
+                    auction_id=uuid.uuid4(),
+                    collapse_key="english/outbid",
+                    closes_at=now - dt.timedelta(minutes=5),
+                ),
+                RateCounter(user_id=user, channel="sms", hour_start=hour - dt.timedelta(hours=3)),
+                RateCounter(user_id=user, channel="sms", hour_start=hour - dt.timedelta(hours=1)),
+                RateCounter(user_id=user, channel="sms", hour_start=hour),
+            ]
+        )
+    keeper = Retention(sessionmaker(db), RetentionPolicy())
+    assert keeper.count(now=now).counts["collapse_windows"] == 1
+    report = keeper.purge(now=now, tables=["collapse_windows", "rate_counters"])
+    assert (report.counts["collapse_windows"], report.counts["rate_counters"]) == (1, 1)
+    with Session(db) as s:
+        assert len(s.scalars(sa.select(CollapseWindow)).all()) == 1
+        assert len(s.scalars(sa.select(RateCounter)).all()) == 2

@@ -42,6 +42,8 @@ class OutgoingMessage:
     secret: str | None = dataclasses.field(default=None, repr=False)
     # Stable across retries of the same delivery: the webhook-id, SES tag, ...
     idempotency_key: str = ""
+    # Push: messages with the same key replace each other on the device.
+    collapse_key: str | None = None
 
     def __repr__(self) -> str:  # never show the address or the body in logs
         return (

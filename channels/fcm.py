@@ -310,6 +310,16 @@ class FCMProvider(Provider):
                 notification_title=message.title or None,
                 notification_body=message.body or None,
                 data_payload=data,
+                # A collapsible notification (outbid, new bid) replaces the
+                # previous one about the same auction on the device.
+                android_config=(
+                    {"collapse_key": message.collapse_key} if message.collapse_key else None
+                ),
+                apns_config=(
+                    {"headers": {"apns-collapse-id": message.collapse_key}}
+                    if message.collapse_key
+                    else None
+                ),
                 timeout=self._timeout,
             )
         except _FCMHTTPError as exc:

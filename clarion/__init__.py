@@ -26,6 +26,15 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from clarion.locales import get_locale, money, set_locale
+    from clarion.policy import (
+        cancel,
+        clear_quiet_hours,
+        get_preferences,
+        opt_in,
+        opt_out,
+        set_quiet_hours,
+        set_template_policy,
+    )
     from realtime.outbox import publish_event
 
 __version__ = "0.1.0"
@@ -41,6 +50,13 @@ _EXPORTS = {
     "set_locale": "clarion.locales",
     "get_locale": "clarion.locales",
     "money": "clarion.locales",
+    "cancel": "clarion.policy",
+    "opt_out": "clarion.policy",
+    "opt_in": "clarion.policy",
+    "set_quiet_hours": "clarion.policy",
+    "clear_quiet_hours": "clarion.policy",
+    "get_preferences": "clarion.policy",
+    "set_template_policy": "clarion.policy",
     "ClarionError": "clarion.core.errors",
     "MissingVariableError": "clarion.core.errors",
     "NotFoundError": "clarion.core.errors",
@@ -58,13 +74,20 @@ __all__ = [
     "TemplateError",
     "ValidationError",
     "add_address",
+    "cancel",
+    "clear_quiet_hours",
     "disable_address",
     "get_locale",
+    "get_preferences",
     "list_addresses",
     "money",
     "notify",
+    "opt_in",
+    "opt_out",
     "publish_event",
     "set_locale",
+    "set_quiet_hours",
+    "set_template_policy",
 ]
 
 

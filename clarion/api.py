@@ -99,6 +99,7 @@ class NotifyRequest:
     max_attempts: int = 3
     idempotency_key: str | None = None
     locale: str | None = None
+    cancellation_key: str | None = None
 
 
 def notify(
@@ -124,6 +125,7 @@ def notify(
     max_attempts: int = 3,
     idempotency_key: str | None = None,
     locale: str | None = None,
+    cancellation_key: str | None = None,
     session: Session | None = None,
 ) -> Notification:
     """Create a pending notification for ``user_id`` and return its row.
@@ -147,6 +149,9 @@ def notify(
 
     With ``idempotency_key``, a second call with the same key returns the
     first notification instead of creating another, also when two calls race.
+    ``cancellation_key`` names it for :func:`clarion.cancel` (e.g.
+    ``f"outbid:{auction_id}:{user_id}"``): what is not yet handed to a
+    provider is cancelled then.
 
     Raises :class:`~clarion.core.errors.ValidationError` naming the first invalid
     argument, :class:`~clarion.core.errors.TemplateError` for a template that cannot
@@ -174,6 +179,7 @@ def notify(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
         locale=locale,
+        cancellation_key=cancellation_key,
     )
     if session is None:
         engine = get_engine(get_settings().effective_database_url)
@@ -258,6 +264,9 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         "max_attempts": _max_attempts(r.max_attempts),
         "idempotency_key": _optional_text(
             "idempotency_key", r.idempotency_key, IDEMPOTENCY_KEY_MAX
+        ),
+        "cancellation_key": _optional_text(
+            "cancellation_key", r.cancellation_key, IDEMPOTENCY_KEY_MAX
         ),
         "status": NotificationStatus.PENDING,
     }
@@ -362,12 +371,34 @@ def _insert(session: Session, values: dict[str, Any]) -> Notification:
     return session.get_one(Notification, notification_id)
 
 
-def load_template(session: Session, key: str, chain: Sequence[str]) -> NotificationTemplate:
-    """The active template ``key`` in the first locale of ``chain`` that has one."""
+def template_rows(session: Session, key: str) -> list[NotificationTemplate]:
+    """Every active row of template ``key``, one per locale; NotFoundError if none."""
+    auction_type, event = _template_key(key)
+    rows = list(
+        session.scalars(
+            sa.select(NotificationTemplate).where(
+                NotificationTemplate.auction_type == auction_type,
+                NotificationTemplate.event == event,
+                NotificationTemplate.is_active.is_(True),
+            )
+        )
+    )
+    if not rows:
+        raise NotFoundError(f"template: no active template {key!r}")
+    return rows
+
+
+def _template_key(key: str) -> tuple[str, str]:
     if not isinstance(key, str) or key.count("/") != 1 or len(key) > TEMPLATE_KEY_MAX:
         raise ValidationError("template", f"expected 'auction_type/event', got {shown(key)}")
     check_text(key, "template")
     auction_type, event = key.split("/")
+    return auction_type, event
+
+
+def load_template(session: Session, key: str, chain: Sequence[str]) -> NotificationTemplate:
+    """The active template ``key`` in the first locale of ``chain`` that has one."""
+    auction_type, event = _template_key(key)
     found = {
         t.locale: t
         for t in session.scalars(

@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TABLE",
         help="only this table (repeatable): notifications (with their deliveries and "
-        "attempts), delivery_attempts, real_time_events, websocket_connections",
+        "attempts), delivery_attempts, real_time_events, websocket_connections, "
+        "collapse_windows, rate_counters",
     )
     purge.set_defaults(func=cmd_purge)
 
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.web.commands import add_parsers as add_web_parsers
 
     add_web_parsers(sub)  # web, apikey
+    from clarion.policy_commands import add_parsers as add_policy_parsers
+
+    add_policy_parsers(sub)  # prefs, cancel
     return parser
 
 

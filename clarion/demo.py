@@ -9,8 +9,11 @@ on ``CLARION_BROKER_URL``, the sandboxes still standing in for the providers.
 It creates demo users with addresses, sends the six auction notifications
 across all five channels (one scheduled a few seconds ahead), one that fails
 once and is retried, one that exhausts its attempts and dead-letters, and two
-branded emails for readers whose locale is German and Arabic; it shows
-progress, then a table of the rows and a line per email sent.
+branded emails for readers whose locale is German and Arabic. The delivery
+policy shows too: a burst of outbids folded into one follow-up, and an email
+held by the user's quiet hours until their end. It shows progress, then a
+table of the rows with each channel's policy decision and a line per email
+sent.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import zoneinfo
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,18 +37,23 @@ from rich.table import Table
 
 from channels.sandboxes.farm import SandboxFarm
 from channels.sandboxes.http import Fault
-from clarion import migrate
+from clarion import migrate, policy
 from clarion.api import notify
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings, get_settings, reset_settings, safe_url
 from clarion.exitcodes import ExitCode
 from clarion.locales import money, set_locale
-from models import Channel, Delivery, Notification, UserAddress
+from models import Channel, Delivery, Notification, NotificationTemplate, UserAddress
 from models.enums import DeliveryStatus
 
 TERMINAL = {"sent", "delivered", "failed", "cancelled", "read", "clicked"}
 DEMO_DB = "clarion-demo.db"
 TIMEOUT = 90.0
+#: The demo's own collapsible outbid: a short window, so that the follow-up
+#: goes out while the demo watches (english/outbid keeps its 60 s).
+DEMO_OUTBID = "demo/outbid"
+DEMO_WINDOW = 4
+QUIET_FOR = dt.timedelta(seconds=6)
 
 
 def run_demo(*, serve_console: bool = False) -> int:
@@ -241,12 +250,71 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
             max_attempts=2,
         ),
     ]
+    created += _policy_demo(sessions, alice, carol, now)
     console.print(
         f"created {len(created)} notifications for 6 users "
         "(one scheduled 4 s ahead, one retried, one to dead-letter, "
-        "one email in German and one in Arabic)"
+        "one email in German and one in Arabic; "
+        f"4 outbids within {DEMO_WINDOW} s to fold, one email in quiet hours)"
     )
     return [n.notification_id for n in created]
+
+
+def _policy_demo(
+    sessions: Any, alice: uuid.UUID, carol: uuid.UUID, now: dt.datetime
+) -> list[Notification]:
+    """A folded outbid burst and a message held by quiet hours."""
+    auction_type, event = DEMO_OUTBID.split("/")
+    with sessions.begin() as s:
+        if not s.scalars(
+            sa.select(NotificationTemplate).where(
+                NotificationTemplate.auction_type == auction_type,
+                NotificationTemplate.event == event,
+            )
+        ).first():
+            s.add(
+                NotificationTemplate(
+                    auction_type=auction_type,
+                    event=event,
+                    category="bid",
+                    title="You've been outbid",
+                    message="Someone bid higher than your {amount} bid",
+                    priority="high",
+                    channels=["in_app", "push", "email"],
+                    collapsible=True,
+                    collapse_window_seconds=DEMO_WINDOW,
+                    collapse_title="You've been outbid {count} times",
+                    collapse_message="Outbid {count} times, current price {amount}",
+                )
+            )
+    # Carol's quiet hours end a few seconds from now, on Tokyo's clock.
+    zone = "Asia/Tokyo"
+    local = now.astimezone(zoneinfo.ZoneInfo(zone))
+    policy.set_quiet_hours(
+        carol,
+        (local - dt.timedelta(hours=1)).time().replace(microsecond=0),
+        (local + QUIET_FOR).time().replace(microsecond=0),
+        zone,
+    )
+    watch = uuid.uuid4()
+    burst = [
+        notify(
+            alice,
+            template=DEMO_OUTBID,
+            template_data={"amount": amount},
+            auction_id=watch,
+            action_url="https://auctions.example.com/a/456",
+        )
+        for amount in ("$210.00", "$260.00", "$290.00", "$310.00")
+    ]
+    held = notify(
+        carol,
+        title="Your watchlist",
+        message="Rare Coins has 3 new lots.",
+        category="auction",
+        channels=["in_app", "email"],
+    )
+    return [*burst, held]
 
 
 # --- runners ------------------------------------------------------------------------------
@@ -361,6 +429,7 @@ def _watch(sessions: Any, ids: list[uuid.UUID], console: Console) -> bool:
 
 def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) -> None:
     table = Table(title="notifications", show_lines=True)
+    decisions: list[str] = []
     for column in ("title", "status", "attempts", "channels", "provider responses", "error"):
         table.add_column(column, overflow="fold")
     with sessions() as s:
@@ -374,8 +443,15 @@ def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) ->
                 sa.select(Delivery).where(Delivery.notification_id == n.notification_id)
             ).all()
             channels = "\n".join(
-                f"{d.channel.value}: {d.status.value} ({d.attempts})" for d in deliveries
+                f"{d.channel.value}: {d.status.value} ({d.attempts})"
+                + (" *" if d.policy_reason else "")
+                for d in deliveries
             ) or ", ".join(n.delivery_channels)
+            decisions += [
+                f"  {n.title}: {d.channel.value} {d.status.value}: {d.policy_reason}"
+                for d in deliveries
+                if d.policy_reason
+            ]
             responses = "\n".join(
                 f"{k}: {_short(v)}" for k, v in sorted((n.provider_response or {}).items())
             )
@@ -388,6 +464,9 @@ def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) ->
                 n.error_message or "",
             )
     console.print(table)
+    console.print("delivery policy decisions (* above):", highlight=False)
+    for line in decisions:
+        console.print(line, markup=False, highlight=False)
     if dead >= 0:
         console.print(f"dead-letter queue: {dead} message(s)")
 

@@ -24,6 +24,7 @@ from models.notifications import (
     UserAddress,
     UserLocale,
 )
+from models.preferences import CollapseWindow, RateCounter, UserOptOut, UserQuietHours
 from models.realtime import RealTimeEvent, WebSocketConnection
 
 metadata = Base.metadata
@@ -35,6 +36,7 @@ __all__ = [
     "Base",
     "Category",
     "Channel",
+    "CollapseWindow",
     "ConnectionStatus",
     "Delivery",
     "DeliveryAttempt",
@@ -47,10 +49,13 @@ __all__ = [
     "NotificationStatus",
     "NotificationTemplate",
     "Priority",
+    "RateCounter",
     "RealTimeEvent",
     "Scope",
     "UserAddress",
     "UserLocale",
+    "UserOptOut",
+    "UserQuietHours",
     "Visibility",
     "WebSocketConnection",
     "metadata",

@@ -23,10 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion.core.clock import as_utc, utcnow
 from clarion.core.errors import ValidationError
 from clarion.core.parse import as_enum_list
-from models.enums import IN_FLIGHT, Channel, DeliveryStatus, NotificationStatus, Priority
+from models.enums import IN_FLIGHT, Category, Channel, DeliveryStatus, NotificationStatus, Priority
 from models.notifications import Delivery, Notification
+from models.policy import Action, ChannelDecision, PolicyConfig
+from models.policy_state import Due, plan_batch
 
-__all__ = ["Claim", "Claims", "MessageFactory"]
+__all__ = ["Claim", "ClaimBatch", "Claims", "MessageFactory"]
 
 log = logging.getLogger("clarion.claims")
 
@@ -43,6 +45,17 @@ class Claim:
     message_id: str
 
 
+class ClaimBatch(list[Claim]):
+    """The claims of one batch, and how many notifications it took.
+
+    With the delivery policy a claimed notification may enqueue nothing (all
+    its channels held, skipped or folded): the scheduler goes on claiming
+    while ``notifications`` fills the batch, whatever the number of claims.
+    """
+
+    notifications: int = 0
+
+
 #: Builds the broker message for a claim: (delivery_id, queue_name) -> message_id.
 MessageFactory = Callable[[uuid.UUID, str], str]
 
@@ -50,8 +63,12 @@ MessageFactory = Callable[[uuid.UUID, str], str]
 class Claims:
     """The scheduler's queries of ``notifications`` and ``notification_deliveries``."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, policy: PolicyConfig | None = None
+    ) -> None:
         self.sessions = sessions
+        #: The delivery policy applied at each claim; None: every channel goes as asked.
+        self.policy = policy
 
     @property
     def postgres(self) -> bool:
@@ -86,7 +103,7 @@ class Claims:
         queue_for: Callable[[Channel, Priority], str],
         make_message: MessageFactory,
         now: dt.datetime | None = None,
-    ) -> list[Claim]:
+    ) -> ClaimBatch:
         """Claim up to ``batch_size`` due notifications, most urgent then oldest first.
 
         Claimed rows get ``dispatched_at`` and one queued delivery per channel
@@ -105,7 +122,15 @@ class Claims:
             else [_priority_rank(n.priority).desc(), n.created_at]
         )
         due = (
-            sa.select(n.notification_id, n.priority, n.delivery_channels)
+            sa.select(
+                n.notification_id,
+                n.priority,
+                n.delivery_channels,
+                n.user_id,
+                n.category,
+                n.auction_id,
+                n.template_id,
+            )
             .where(
                 n.status == NotificationStatus.PENDING,
                 n.dispatched_at.is_(None),
@@ -116,49 +141,85 @@ class Claims:
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         )
-        claims: list[Claim] = []
+        claims = ClaimBatch()
         with self.sessions.begin() as s:
             rows = s.execute(due).all()
             if not rows:
-                return []
+                return claims
+            claims.notifications = len(rows)
             bad: dict[uuid.UUID, str] = {}
-            deliveries: list[dict[str, Any]] = []
-            for notification_id, priority, channels in rows:
-                parsed, problem = _parse_channels(channels)
+            good: list[Due] = []
+            for row in rows:
+                parsed, problem = _parse_channels(row.delivery_channels)
                 if problem is not None:
-                    bad[notification_id] = problem
+                    bad[row.notification_id] = problem
                     continue
-                for channel in parsed:
+                good.append(
+                    Due(
+                        notification_id=row.notification_id,
+                        user_id=row.user_id,
+                        channels=tuple(parsed),
+                        category=Category(row.category),
+                        priority=Priority(row.priority),
+                        auction_id=row.auction_id,
+                        template_id=row.template_id,
+                    )
+                )
+            plans = plan_batch(s, good, self.policy, now) if self.policy is not None else {}
+            deliveries: list[dict[str, Any]] = []
+            ended: dict[uuid.UUID, str] = {}
+            for item in good:
+                plan = plans.get(item.notification_id)
+                steps = (
+                    plan.deliveries
+                    if plan is not None
+                    else tuple(ChannelDecision(c, Action.SEND) for c in item.channels)
+                )
+                for step in steps:
+                    channel = step.channel
                     delivery_id = uuid.uuid4()
-                    queue = queue_for(channel, Priority(priority))
-                    message_id = make_message(delivery_id, queue)
-                    claims.append(
-                        Claim(
-                            delivery_id=delivery_id,
-                            notification_id=notification_id,
-                            channel=channel,
-                            priority=priority,
-                            queue_name=queue,
-                            message_id=message_id,
+                    queue = queue_for(channel, item.priority)
+                    row_values: dict[str, Any] = {
+                        "delivery_id": delivery_id,
+                        "notification_id": item.notification_id,
+                        "channel": channel,
+                        "status": DeliveryStatus.QUEUED,
+                        "attempts": 0,
+                        "throttles": 0,
+                        "lease_expires_at": None,
+                        "queue_name": queue,
+                        "message_id": None,
+                        "queued_at": now,
+                        "held_until": None,
+                        "policy_reason": step.reason,
+                        "folded_into": step.folded_into,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    if step.action is Action.SEND:
+                        message_id = make_message(delivery_id, queue)
+                        row_values["lease_expires_at"] = lease
+                        row_values["message_id"] = message_id
+                        claims.append(
+                            Claim(
+                                delivery_id=delivery_id,
+                                notification_id=item.notification_id,
+                                channel=channel,
+                                priority=item.priority,
+                                queue_name=queue,
+                                message_id=message_id,
+                            )
                         )
-                    )
-                    deliveries.append(
-                        {
-                            "delivery_id": delivery_id,
-                            "notification_id": notification_id,
-                            "channel": channel,
-                            "status": DeliveryStatus.QUEUED,
-                            "attempts": 0,
-                            "throttles": 0,
-                            "lease_expires_at": lease,
-                            "queue_name": queue,
-                            "message_id": message_id,
-                            "queued_at": now,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-            ok_ids = [r[0] for r in rows if r[0] not in bad]
+                    elif step.action is Action.HOLD:
+                        # No message yet: release_held enqueues it when it is due.
+                        row_values["held_until"] = step.held_until
+                    else:
+                        row_values["status"] = DeliveryStatus.CANCELLED
+                        row_values["queued_at"] = None
+                    deliveries.append(row_values)
+                if plan is not None and plan.cancelled is not None:
+                    ended[item.notification_id] = plan.cancelled
+            ok_ids = [r[0] for r in rows if r[0] not in bad and r[0] not in ended]
             if ok_ids:
                 s.execute(
                     sa.update(n)
@@ -168,6 +229,24 @@ class Claims:
                 )
             if deliveries:
                 s.execute(sa.insert(Delivery), deliveries)
+            for notification_id, reason in ended.items():
+                log.info(
+                    "notification %s cancelled by the delivery policy: %s", notification_id, reason
+                )
+            if ended:
+                table: sa.Table = Notification.__table__  # type: ignore[assignment]
+                s.execute(
+                    sa.update(table)
+                    .where(table.c.notification_id == sa.bindparam("b_id"))
+                    .values(
+                        status=NotificationStatus.CANCELLED,
+                        dispatched_at=now,
+                        error_message=sa.bindparam("b_reason"),
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False),
+                    [{"b_id": k, "b_reason": v} for k, v in ended.items()],
+                )
             for notification_id, problem in bad.items():
                 log.warning("notification %s cannot be delivered: %s", notification_id, problem)
                 s.execute(
@@ -180,6 +259,69 @@ class Claims:
                         updated_at=now,
                     )
                     .execution_options(synchronize_session=False)
+                )
+        return claims
+
+    def release_held(
+        self,
+        *,
+        batch_size: int,
+        lease_seconds: float,
+        make_message: MessageFactory,
+        now: dt.datetime | None = None,
+    ) -> list[Claim]:
+        """Queue the deliveries the policy held whose time has come.
+
+        A held delivery is ``queued`` with ``held_until`` and no message.
+        Its time come, it gets a lease and a message, and ``held_until`` is
+        cleared (``policy_reason`` keeps why it waited). Rows locked by another
+        scheduler are skipped; a delivery cancelled meanwhile is not queued.
+        """
+        now = now or utcnow()
+        lease = now + dt.timedelta(seconds=lease_seconds)
+        d = Delivery
+        due = (
+            sa.select(d.delivery_id, d.notification_id, d.channel, d.queue_name)
+            .where(
+                d.held_until.is_not(None),
+                d.held_until <= now,
+                d.status == DeliveryStatus.QUEUED,
+            )
+            .order_by(d.held_until)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        claims: list[Claim] = []
+        with self.sessions.begin() as s:
+            params = []
+            for delivery_id, notification_id, channel, queue_name in s.execute(due).all():
+                queue = queue_name or Channel(channel).value
+                message_id = make_message(delivery_id, queue)
+                params.append({"b_id": delivery_id, "b_message": message_id})
+                claims.append(
+                    Claim(
+                        delivery_id=delivery_id,
+                        notification_id=notification_id,
+                        channel=Channel(channel),
+                        priority=Priority.NORMAL,
+                        queue_name=queue,
+                        message_id=message_id,
+                    )
+                )
+            if params:
+                deliveries_table: sa.Table = Delivery.__table__  # type: ignore[assignment]
+                s.execute(
+                    sa.update(deliveries_table)
+                    .where(deliveries_table.c.delivery_id == sa.bindparam("b_id"))
+                    .values(
+                        held_until=None,
+                        lease_expires_at=lease,
+                        message_id=sa.bindparam("b_message"),
+                        queued_at=now,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False),
+                    params,
                 )
         return claims
 
@@ -244,15 +386,27 @@ class Claims:
         return claims
 
     def next_due_at(self) -> dt.datetime | None:
-        """When the earliest scheduled, still undispatched notification falls due."""
-        n = Notification
+        """When the earliest scheduled, still undispatched notification, or the
+        earliest held delivery, falls due."""
+        n, d = Notification, Delivery
         with self.sessions() as s:
-            value = s.scalar(
-                sa.select(sa.func.min(n.scheduled_at)).where(
-                    n.status == NotificationStatus.PENDING, n.dispatched_at.is_(None)
+            value = as_utc(
+                s.scalar(
+                    sa.select(sa.func.min(n.scheduled_at)).where(
+                        n.status == NotificationStatus.PENDING, n.dispatched_at.is_(None)
+                    )
                 )
             )
-        return as_utc(value)
+            held = as_utc(
+                s.scalar(
+                    sa.select(sa.func.min(d.held_until)).where(
+                        d.held_until.is_not(None), d.status == DeliveryStatus.QUEUED
+                    )
+                )
+            )
+        if value is None or (held is not None and held < value):
+            return held
+        return value
 
 
 def _priority_rank(column: Any) -> Any:

@@ -75,6 +75,16 @@ class NotificationTemplate(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
     )
+    # --- the delivery policy (revision 0005) ------------------------------------
+    #: Ignores opt-outs, quiet hours and the rate limit (won, payment due).
+    required: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false(), default=False)
+    #: Further ones for the same user and auction within the window are folded.
+    collapsible: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false(), default=False)
+    #: The collapse window of this template; NULL: CLARION_POLICY_COLLAPSE_WINDOW.
+    collapse_window_seconds: Mapped[int | None] = mapped_column(sa.Integer)
+    #: The follow-up's title and message: placeholders of the latest data, {count}, {more}.
+    collapse_title: Mapped[str | None] = mapped_column(sa.String(255))
+    collapse_message: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.UniqueConstraint(
@@ -196,6 +206,8 @@ class Notification(Base):
     email_layout_version: Mapped[int | None] = mapped_column(sa.Integer)
     email_html: Mapped[str | None] = mapped_column(sa.Text)
     email_text: Mapped[str | None] = mapped_column(sa.Text)
+    #: The caller's key for ``clarion.cancel(cancellation_key=...)`` (revision 0005).
+    cancellation_key: Mapped[str | None] = mapped_column(sa.String(255))
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="notification", cascade="all, delete-orphan", passive_deletes=True
@@ -216,6 +228,12 @@ class Notification(Base):
         sa.Index("ix_notifications_bid_id", "bid_id"),
         sa.Index("ix_notifications_item_id", "item_id"),
         sa.Index("ix_notifications_idempotency_key", "idempotency_key", unique=True),
+        sa.Index(
+            "ix_notifications_cancellation_key",
+            "cancellation_key",
+            postgresql_where=sa.text("cancellation_key IS NOT NULL"),
+            sqlite_where=sa.text("cancellation_key IS NOT NULL"),
+        ),
         # The scheduler's claim: only rows still waiting to be dispatched.
         sa.Index(
             "ix_notifications_due",
@@ -294,6 +312,14 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     failed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     dead_lettered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # --- the delivery policy (revision 0005) ------------------------------------
+    #: Held by the policy (quiet hours, rate limit, collapse follow-up): queued,
+    #: no message yet; the scheduler enqueues it then and clears this.
+    held_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Why the policy held, skipped or folded this channel (kept after release).
+    policy_reason: Mapped[str | None] = mapped_column(sa.Text)
+    #: The notification whose follow-up carried this folded one.
+    folded_into: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(
         Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
     )
@@ -324,6 +350,13 @@ class Delivery(Base):
             postgresql_where=sa.text("dead_lettered_at IS NOT NULL"),
             sqlite_where=sa.text("dead_lettered_at IS NOT NULL"),
         ),
+        sa.Index(
+            "ix_notification_deliveries_held",
+            "held_until",
+            postgresql_where=sa.text("held_until IS NOT NULL"),
+            sqlite_where=sa.text("held_until IS NOT NULL"),
+        ),
+        sa.Index("ix_notification_deliveries_folded_into", "folded_into"),
     )
 
 

@@ -15,7 +15,10 @@ grow for ever. What goes, per :class:`RetentionPolicy`:
   ``events_days``, which must cover the resume window (the settings check it;
   the gateway's relay leaves events past that window alone anyway);
 * ``websocket_connections`` rows disconnected more than ``connections_days``
-  ago.
+  ago;
+* the delivery policy's working state, which nothing reads once it is past:
+  ``collapse_windows`` closed for an hour, ``rate_counters`` of hours that
+  ended an hour ago (not a setting: these are not history).
 
 Every deletion is a batch of at most ``batch_size`` rows in a transaction of
 its own, picked by an index-friendly range (``created_at``, ``generated_at``,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +46,7 @@ from clarion.core.errors import ValidationError
 from clarion.core.settings import Settings
 from models.enums import IN_FLIGHT, ConnectionStatus, NotificationStatus
 from models.notifications import Delivery, DeliveryAttempt, Notification
+from models.preferences import CollapseWindow, RateCounter
 from models.realtime import RealTimeEvent, WebSocketConnection
 
 __all__ = ["TABLES", "TARGETS", "PurgeReport", "Retention", "RetentionPolicy"]
@@ -55,10 +60,21 @@ TABLES = (
     "delivery_attempts",
     "real_time_events",
     "websocket_connections",
+    "collapse_windows",
+    "rate_counters",
 )
 #: What a purge can be limited to (``clarion purge --table``): deliveries go
 #: with their notifications, so ``notification_deliveries`` is not one.
-TARGETS = ("notifications", "delivery_attempts", "real_time_events", "websocket_connections")
+TARGETS = (
+    "notifications",
+    "delivery_attempts",
+    "real_time_events",
+    "websocket_connections",
+    "collapse_windows",
+    "rate_counters",
+)
+#: How long the delivery policy's state outlives its use.
+POLICY_STATE_GRACE = dt.timedelta(hours=1)
 
 FINISHED = (
     NotificationStatus.SENT,
@@ -224,6 +240,9 @@ class Retention:
             connections = self._connection_purgeable(now)
             if "websocket_connections" in targets and connections is not None:
                 report.counts["websocket_connections"] = _count(s, WebSocketConnection, connections)
+            for table, model, _keys, _age, where in self._policy_state(now):
+                if table in targets:
+                    report.counts[table] = _count(s, model, where)
         return report
 
     # --- purge --------------------------------------------------------------------------
@@ -254,6 +273,9 @@ class Retention:
             steps.append(self._purge_events)
         if "websocket_connections" in targets:
             steps.append(self._purge_connections)
+        for table, model, keys, age, where in self._policy_state(now):
+            if table in targets:
+                steps.append(functools.partial(self._purge_keyed, table, model, keys, age, where))
         for step in steps:
             while True:
                 if should_stop() or (deadline is not None and time.monotonic() >= deadline):
@@ -345,6 +367,54 @@ class Retention:
                 return 0
             report.counts[table] += _delete(s, model, key.in_(ids))
         return len(ids)
+
+    def _policy_state(
+        self, now: dt.datetime
+    ) -> list[tuple[str, Any, list[Any], Any, sa.ColumnElement[bool]]]:
+        w, r = CollapseWindow, RateCounter
+        return [
+            (
+                "collapse_windows",
+                w,
+                [w.user_id, w.auction_id, w.collapse_key],
+                w.closes_at,
+                w.closes_at < now - POLICY_STATE_GRACE,
+            ),
+            (
+                "rate_counters",
+                r,
+                [r.user_id, r.channel, r.hour_start],
+                r.hour_start,
+                r.hour_start < now - POLICY_STATE_GRACE - dt.timedelta(hours=1),
+            ),
+        ]
+
+    def _purge_keyed(
+        self,
+        table: str,
+        model: Any,
+        keys: list[Any],
+        age: Any,
+        purgeable: sa.ColumnElement[bool],
+        _now: dt.datetime,
+        report: PurgeReport,
+    ) -> int:
+        """:meth:`_purge_rows` for a table with a composite primary key."""
+        with self.sessions.begin() as s:
+            rows = [
+                tuple(row)
+                for row in s.execute(
+                    sa.select(*keys)
+                    .where(purgeable)
+                    .order_by(age)
+                    .limit(self.policy.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ]
+            if not rows:
+                return 0
+            report.counts[table] += _delete(s, model, sa.tuple_(*keys).in_(rows))
+        return len(rows)
 
 
 def _count(s: Session, model: Any, where: sa.ColumnElement[bool]) -> int:

@@ -97,6 +97,9 @@ _NOTES = (
         _N.c.priority,
         _N.c.auction_id,
         _T.c.body_format,
+        _T.c.collapsible,
+        _T.c.auction_type,
+        _T.c.event,
     )
     .select_from(_N.outerjoin(_T, _T.c.template_id == _N.c.template_id))
     .where(_N.c.notification_id.in_(sa.bindparam("ids", expanding=True)))
@@ -178,6 +181,9 @@ class SendJob:
     #: (``notify``); ``None`` for other channels and for rows INSERTed by hand.
     email_html: str | None = None
     email_text: str | None = None
+    #: For push: the FCM collapse key of a collapsible template's notifications
+    #: about one auction, so that a device shows only the latest.
+    collapse_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -292,6 +298,12 @@ def take_for_sending(
             addresses=tuple(addresses.get((note.user_id, channel), ())),
             email_html=email.email_html if email is not None else None,
             email_text=email.email_text if email is not None else None,
+            collapse_key=(
+                # APNs takes at most 64 bytes: the event, cut, and the auction.
+                f"{note.event[:31]}-{note.auction_id.hex}"
+                if note.collapsible and note.auction_id is not None
+                else None
+            ),
         )
     return result
 

@@ -3,10 +3,12 @@
 One loop, several duties, each in a transaction of its own:
 
 1. cancel pending notifications past ``expires_at`` (never sent);
-2. claim due notifications in batches, urgent first then oldest
+2. queue the deliveries the delivery policy held whose time has come;
+   claim due notifications in batches, urgent first then oldest
    (``FOR UPDATE SKIP LOCKED``: any number of schedulers may run), create one
    queued delivery per channel with a lease, commit, then enqueue one message
-   per delivery on its channel's queue;
+   per delivery on its channel's queue (the claim applies the delivery
+   policy: ``models.policy``);
 3. queue again the deliveries whose lease ran out with no outcome;
 4. every ``retention_interval``, purge rows past retention
    (:mod:`models.retention`) for at most ``retention_max_seconds``.
@@ -69,6 +71,7 @@ class SchedulerStats:
     enqueued: int = 0
     reclaimed: int = 0
     cancelled: int = 0
+    released: int = 0
     enqueue_failures: int = 0
 
 
@@ -164,6 +167,19 @@ class Scheduler:
             self.stats.cancelled += cancelled
             log.info("cancelled %d expired notifications", cancelled)
         total = 0
+        # Deliveries the policy held (quiet hours, rate limit, collapse
+        # follow-ups) whose time has come, before anything new.
+        self._pending = []
+        released = self.claims.release_held(
+            batch_size=self.batch_size,
+            lease_seconds=self.lease_seconds,
+            make_message=self._make_message,
+        )
+        self._enqueue_pending()
+        if released:
+            self.stats.released += len(released)
+            total += len(released)
+            log.info("released %d held deliveries", len(released))
         while not self._stop.is_set():
             self._pending = []
             claims = self.claims.claim_due(
@@ -173,7 +189,8 @@ class Scheduler:
                 make_message=self._make_message,
             )
             self._enqueue_pending()
-            claimed = len({c.notification_id for c in claims})
+            # Notifications taken, enqueued or not (the policy may hold or fold them all).
+            claimed = claims.notifications
             self.stats.claimed += claimed
             total += len(claims)
             if claims:

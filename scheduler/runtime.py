@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings
 from models.claims import Claims
+from models.enums import Category
+from models.policy import PolicyConfig
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
 
@@ -27,7 +29,7 @@ def build_scheduler(
         )
     sessions = session_factory(engine)
     return Scheduler(
-        Claims(sessions),
+        Claims(sessions, policy=policy_config(settings)),
         broker,
         actors,
         batch_size=settings.batch_size,
@@ -37,4 +39,18 @@ def build_scheduler(
         retention=Retention(sessions, RetentionPolicy.from_settings(settings)),
         retention_interval=settings.retention_interval,
         retention_max_seconds=settings.retention_max_seconds,
+    )
+
+
+def policy_config(settings: Settings) -> PolicyConfig | None:
+    """The delivery policy's settings; None when ``CLARION_POLICY`` is off."""
+    if not settings.policy_enabled:
+        return None
+    return PolicyConfig(
+        rate_limit=settings.policy_rate_limit,
+        collapse_window=settings.policy_collapse_window,
+        presence_max_age=settings.policy_presence_max_age,
+        required_categories=frozenset(
+            Category(c) for c in settings.policy_required_categories.split(",") if c
+        ),
     )

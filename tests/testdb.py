@@ -28,6 +28,10 @@ DATA_TABLES = (
     "real_time_events",
     "api_keys",
     "idempotency_keys",
+    "user_opt_outs",
+    "user_quiet_hours",
+    "collapse_windows",
+    "rate_counters",
 )
 
 

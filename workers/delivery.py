@@ -304,6 +304,7 @@ class Deliverer:
                 data=data,
                 secret=secret,
                 idempotency_key=f"msg_{job.delivery_id.hex}",
+                collapse_key=job.collapse_key,
             )
 
         if job.channel is Channel.IN_APP:

@@ -59,6 +59,17 @@ def _days(raw: str) -> float:
     return value
 
 
+def _category_list(raw: str) -> str:
+    # Checked against the schema's categories; kept as text so that the
+    # settings table shows it as written. (The ground cannot import models.)
+    known = {"auction", "bid", "payment", "system", "marketing"}
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown category {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return ",".join(names)
+
+
 def _str(raw: str) -> str:
     return raw
 
@@ -674,6 +685,45 @@ class Settings:
         8.0,
         _positive_float,
         "A console session ends this many hours after sign-in.",
+    )
+    # --- delivery policy ----------------------------------------------------------
+    policy_enabled: bool = setting(
+        "CLARION_POLICY",
+        True,
+        _bool,
+        "Apply the delivery policy when notifications are claimed: opt-outs, quiet hours, "
+        "collapse, presence and the per-user rate limit. false: every channel is sent as "
+        "asked (the behaviour before the policy; for comparison runs).",
+    )
+    policy_rate_limit: int = setting(
+        "CLARION_POLICY_RATE_LIMIT",
+        1000,
+        _non_negative_int,
+        "Most non-required messages one user gets per channel per clock hour (in-app not "
+        "counted); more are held to the next hour, not dropped. A safety net against a "
+        "runaway sender, generous by default. 0: no limit.",
+    )
+    policy_collapse_window: float = setting(
+        "CLARION_POLICY_COLLAPSE_WINDOW",
+        60.0,
+        _positive_float,
+        "Seconds during which further notifications of a collapsible template for the same "
+        "user and auction are folded into one follow-up, unless the template sets its own.",
+    )
+    policy_presence_max_age: float = setting(
+        "CLARION_POLICY_PRESENCE_MAX_AGE",
+        60.0,
+        _positive_float,
+        "A gateway connection counts as live for presence only if its last_heartbeat is at "
+        "most this many seconds old (keep it above CLARION_GATEWAY_HEARTBEAT plus "
+        "CLARION_GATEWAY_FLUSH_INTERVAL, or watching users get every channel).",
+    )
+    policy_required_categories: str = setting(
+        "CLARION_POLICY_REQUIRED_CATEGORIES",
+        "payment",
+        _category_list,
+        "Comma-separated categories that ignore opt-outs, quiet hours and the rate limit "
+        "(like templates marked required). Empty: none.",
     )
     # --- logging --------------------------------------------------------------------
     log_level: str = setting(

@@ -665,6 +665,11 @@ def _print_status(report: Any) -> None:
     console.print(f"oldest due, unclaimed notification: {age}")
     console.print(f"claims past their lease: {report.expired_leases}")
     console.print(f"live workers: {report.live_workers}")
+    release = "" if report.next_release is None else f", next at {report.next_release:%H:%M:%S}Z"
+    console.print(f"held by the delivery policy: {report.held}{release}")
+    if any(report.policy_last_hour.values()):
+        decided = ", ".join(f"{v} {k}" for k, v in report.policy_last_hour.items() if v)
+        console.print(f"policy decisions, last hour: {decided}")
     console.print("healthy" if report.healthy else "unhealthy: " + "; ".join(report.problems))
 
 

@@ -28,6 +28,8 @@ from models.notifications import (
 )
 
 _PHONE = re.compile(r"\+\d{8,15}\b")
+#: Folded notifications listed on their follow-up's inspection, at most.
+CARRIED_SHOWN = 100
 
 
 def mask_email(address: str) -> str:
@@ -118,6 +120,10 @@ def delivery_json(d: Delivery, attempts: list[DeliveryAttempt]) -> dict[str, Any
         "failed_at": _v(d.failed_at),
         "dead_lettered_at": _v(d.dead_lettered_at),
         "lease_expires_at": _v(d.lease_expires_at),
+        # The delivery policy's decision: why it was held, skipped or folded.
+        "policy": d.policy_reason,
+        "held_until": _v(d.held_until),
+        "folded_into": _v(d.folded_into),
         "history": [attempt_json(a) for a in attempts],
     }
 
@@ -143,6 +149,7 @@ def notification_json(n: Notification) -> dict[str, Any]:
         "max_attempts": n.max_attempts,
         "error_message": mask_text(n.error_message),
         "idempotency_key": n.idempotency_key,
+        "cancellation_key": n.cancellation_key,
     }
 
 
@@ -210,8 +217,22 @@ def inspect_notification(
                 .order_by(UserAddress.channel, UserAddress.created_at)
             )
         ]
+        # A collapse follow-up lists the notifications folded into it.
+        carried = [
+            str(i)
+            for i in s.scalars(
+                sa.select(Delivery.notification_id)
+                .where(Delivery.folded_into == notification_id)
+                .group_by(Delivery.notification_id)
+                .order_by(sa.func.min(Delivery.created_at))
+                .limit(CARRIED_SHOWN)
+            )
+        ]
+        shown = notification_json(n)
+        if carried:
+            shown["carries_folded"] = carried
         return {
-            "notification": notification_json(n),
+            "notification": shown,
             "content": content_json(n, template),
             "addresses": addresses,
             "deliveries": [delivery_json(d, history[d.delivery_id]) for d in deliveries],

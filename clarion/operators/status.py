@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
 from clarion.operators.dlq import Disagreement, compare_counts, dead_lettered_counts
-from models.enums import IN_FLIGHT, NotificationStatus
+from models.enums import IN_FLIGHT, DeliveryStatus, NotificationStatus
 from models.notifications import Delivery, Notification
 
 
@@ -53,6 +53,11 @@ class Report:
     dead_in_database: dict[str | None, int] = dataclasses.field(default_factory=dict)
     #: Queues where the broker and the database count dead letters differently.
     disagree: list[Disagreement] = dataclasses.field(default_factory=list)
+    #: Deliveries the delivery policy holds now, and when the next one is released.
+    held: int = 0
+    next_release: dt.datetime | None = None
+    #: The policy's decisions on deliveries created in the last hour.
+    policy_last_hour: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -83,6 +88,11 @@ class Report:
             "oldest_due_notification_id": self.oldest_due_id,
             "expired_leases": self.expired_leases,
             "live_workers": self.live_workers,
+            "held": self.held,
+            "next_release": None
+            if self.next_release is None
+            else self.next_release.isoformat(timespec="seconds"),
+            "policy_last_hour": self.policy_last_hour,
         }
 
 
@@ -126,6 +136,12 @@ def gather(
             )
             or 0
         )
+        held, next_release = s.execute(
+            sa.select(sa.func.count(), sa.func.min(d.held_until)).where(
+                d.held_until.is_not(None), d.status == DeliveryStatus.QUEUED
+            )
+        ).one()
+        policy = _policy_decisions(s, now - dt.timedelta(hours=1))
     in_database = dead_lettered_counts(sessions)
     queues = dead_letters.counts()
     workers = dead_letters.live_workers(thresholds.heartbeat_window)
@@ -159,4 +175,26 @@ def gather(
         problems,
         in_database,
         compare_counts(queues, in_database),
+        held=int(held or 0),
+        next_release=as_utc(next_release),
+        policy_last_hour=policy,
     )
+
+
+def _policy_decisions(s: Session, since: dt.datetime) -> dict[str, int]:
+    """held (then sent or still waiting), skipped (opt-out, presence), folded, cancelled."""
+    d = Delivery
+    kind = sa.case(
+        (d.folded_into.is_not(None), "folded"),
+        (d.status != DeliveryStatus.CANCELLED, "held"),
+        (d.queued_at.is_(None), "skipped"),
+        else_="cancelled",
+    )
+    counts = {"held": 0, "skipped": 0, "folded": 0, "cancelled": 0}
+    for name, count in s.execute(
+        sa.select(kind, sa.func.count())
+        .where(d.created_at >= since, d.policy_reason.is_not(None))
+        .group_by(kind)
+    ):
+        counts[str(name)] = int(count)
+    return counts

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_dlq_index"
-down_revision: str | None = "0004_email_layouts_locales"
+down_revision: str | None = "0005_delivery_policy"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -30,10 +30,16 @@ def run_demo(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 def check_report(output: str) -> None:
     # Six auction notifications reach at least one channel; the seventh dead-letters.
+    # The delivery policy: four outbids are one sent now, one follow-up and two
+    # folded into it; an email waits for the end of quiet hours, then goes.
     rows = re.findall(r"│ (\S.*?)\s+│ (delivered|sent|failed|pending|cancelled)\s+│", output)
     statuses = [status for _, status in rows]
-    assert statuses.count("delivered") == 6, output
+    assert statuses.count("delivered") == 9, output
     assert statuses.count("failed") == 1, output
+    assert statuses.count("cancelled") == 2, output
+    assert "You've been outbid 4 times" in output
+    assert output.count("folded into") >= 2
+    assert "quiet hours (Asia/Tokyo)" in output
     assert "dead-letter queue: 1 message(s)" in output
     assert "RetryableError" in output  # the dead-lettered one's last error
     assert "UNREGISTERED" in output  # bob's uninstalled app: a bad address

@@ -33,6 +33,10 @@ CLARION_TABLES = {
     "user_locales",
     "api_keys",
     "idempotency_keys",
+    "user_opt_outs",
+    "user_quiet_hours",
+    "collapse_windows",
+    "rate_counters",
 }
 CLARION_ENUMS = {
     "attempt_outcome",

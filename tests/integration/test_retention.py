@@ -185,6 +185,8 @@ EXPECTED = {
     "delivery_attempts": 4 + 2 + 1 + 3,
     "real_time_events": 2,
     "websocket_connections": 1,
+    "collapse_windows": 0,
+    "rate_counters": 0,
 }
 
 

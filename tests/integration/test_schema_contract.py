@@ -171,6 +171,7 @@ EXTRA_COLUMNS = {
     "notifications": {
         "idempotency_key",
         "dispatched_at",
+        "cancellation_key",
         "locale",
         "template_version",
         "email_layout_version",

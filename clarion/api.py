@@ -32,6 +32,7 @@ from clarion.core.parse import (
     shown,
 )
 from clarion.core.settings import get_settings
+from clarion.metrics import notification_created
 from clarion.templating import render
 from models import (
     Category,
@@ -305,6 +306,8 @@ def _insert(session: Session, values: dict[str, Any]) -> Notification:
                     "idempotency_key", "is already used by a notification for another user"
                 )
             return existing
+    priority = values["priority"]
+    notification_created(str(getattr(priority, "value", priority)))
     return session.get_one(Notification, notification_id)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from redis.backoff import NoBackoff
 
 from realtime import protocol, wire
 from realtime.index import SubscriptionIndex
+from realtime.metrics import GatewayMetrics
 from realtime.store import REPLAY_LIMIT, Store
 from realtime.visibility import EventView, can_see, subscription_keys
 
@@ -53,9 +55,16 @@ CATCH_UP_GRACE = 30.0
 
 class FanIn:
     def __init__(
-        self, index: SubscriptionIndex, store: Store, *, redis_url: str, events_channel: str
+        self,
+        index: SubscriptionIndex,
+        store: Store,
+        *,
+        redis_url: str,
+        events_channel: str,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.index = index
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.store = store
         self.redis_url = redis_url
         self.events_channel = events_channel
@@ -186,16 +195,22 @@ class FanIn:
             event = EventView.from_payload(json.loads(raw))
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed event message")
+            self.metrics.event("malformed")
             return 0
         return self.dispatch_view(event)
 
     def dispatch_view(self, event: EventView) -> int:
         """Deliver an event not seen before to the connections that want it and may see it."""
         if self.remember(event.event_id):
+            self.metrics.event("duplicate")
             return 0
         now = time.time()
         if event.expires_at is not None and event.expires_at <= now:
+            self.metrics.event("expired")
             return 0
+        self.metrics.event("dispatched")
+        self.metrics.arrived(_posix(event.payload.get("generated_at")), now)
+        event.arrived = time.monotonic()
         targets = self.index.subscribers(list(subscription_keys(event)))
         nbytes = len(event.frame.encode())
         count = 0
@@ -227,3 +242,16 @@ class FanIn:
         if len(self.seen) > SEEN_EVENTS:
             self.seen.popitem(last=False)
         return False
+
+
+def _posix(value: object) -> float | None:
+    """An ISO 8601 time from a payload as POSIX seconds (None if absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()

@@ -21,7 +21,8 @@ exit. Each part has a module of its own:
 
 ``GET /healthz`` on the gateway's port answers 200 while the gateway can
 receive events and 503 with the reason while its Redis subscription is down
-(:meth:`Gateway.health`).
+(:meth:`Gateway.health`); ``GET /metrics`` is Prometheus text
+(:mod:`realtime.metrics`).
 
 Events arrive on Redis (``CLARION_EVENTS_CHANNEL``) from
 :func:`clarion.publish_event` (:mod:`realtime.outbox`); in-app notifications
@@ -37,6 +38,7 @@ import signal
 import urllib.parse
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -52,6 +54,7 @@ from realtime.connection import CLOSE_TIMEOUT, Connection, Socket
 from realtime.fanin import FanIn
 from realtime.index import SubscriptionIndex
 from realtime.jobs import WATCH_INTERVAL, Jobs, every
+from realtime.metrics import GatewayMetrics, GatewayState
 from realtime.outbound import Outbound
 from realtime.outbox import Outlet, redis_client
 from realtime.store import Store
@@ -62,6 +65,8 @@ log = logging.getLogger("clarion.realtime.gateway")
 
 #: Answered with the gateway's health instead of an upgrade (see :meth:`Gateway.health`).
 HEALTH_PATH = "/healthz"
+#: Answered with Prometheus text instead of an upgrade (see :meth:`Gateway.metrics_text`).
+METRICS_PATH = "/metrics"
 
 
 class Gateway:
@@ -85,12 +90,16 @@ class Gateway:
         self.writer = Writer(self.store)
         self.index = SubscriptionIndex()
         self.outbound = Outbound()
+        self.metrics = GatewayMetrics()
         self.fanin = FanIn(
             self.index,
             self.store,
             redis_url=settings.redis_url,
             events_channel=settings.events_channel,
+            metrics=self.metrics,
         )
+        self.metrics.registry.register(GatewayState(self.index, self.fanin))
+        ProcessCollector(registry=self.metrics.registry)
         self.commands = Commands(
             jwt_secret=settings.jwt_secret,
             history_seconds=settings.event_history_seconds,
@@ -176,10 +185,14 @@ class Gateway:
         log.info("gateway stopped")
 
     async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        """websockets' ``process_request``: ``GET /healthz`` is answered here, before any
-        upgrade; every other request is an upgrade for :class:`Admission`."""
-        if urllib.parse.urlsplit(request.path).path == HEALTH_PATH:
+        """websockets' ``process_request``: ``GET /healthz`` and ``GET /metrics`` are
+        answered here, before any upgrade; every other request is an upgrade for
+        :class:`Admission`."""
+        path = urllib.parse.urlsplit(request.path).path
+        if path == HEALTH_PATH:
             return self.health(ws)
+        if path == METRICS_PATH:
+            return self.metrics_text(ws)
         return await self.admission.authenticate(ws, request)
 
     def health(self, ws: ServerConnection) -> Response:
@@ -204,6 +217,13 @@ class Gateway:
         response.headers["Content-Type"] = "application/json"
         return response
 
+    def metrics_text(self, ws: ServerConnection) -> Response:
+        """200 with the gateway's metrics in Prometheus' text format."""
+        response = ws.respond(200, generate_latest(self.metrics.registry).decode())
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
     # --- the Hub a Connection reports to ----------------------------------------------
 
     def cut_off(self, conn: Connection, code: int, reason: str) -> None:
@@ -211,6 +231,7 @@ class Gateway:
         if conn.closing_reason is not None:
             return
         conn.closing_reason = reason
+        self.metrics.cut_off(reason)
         log.warning("closing connection %s: %s", conn.connection_id, reason)
         self.writer.update(conn.connection_id, connection_status=ConnectionStatus.DISCONNECTING)
         # Drop what is queued: the point is to stop holding memory for this client.
@@ -221,9 +242,11 @@ class Gateway:
         asyncio.get_running_loop().create_task(conn.socket.close_within(code, reason))
 
     def event_sent(self, conn: Connection, event: EventView, attempt: int) -> None:
+        self.metrics.frame_sent(event.arrived, attempt)
         self.outbound.event_sent(conn, event, attempt)
 
     def notification_sent(self, conn: Connection, notification_id: str) -> None:
+        self.metrics.notifications.inc()
         self.outbound.notification_sent(conn, notification_id)
 
 

@@ -19,10 +19,13 @@ class SubscriptionIndex:
         self.connections: set[Connection] = set()
         self.by_key: dict[str, set[Connection]] = collections.defaultdict(set)
         self.by_user: dict[str, set[Connection]] = collections.defaultdict(set)
+        #: connections opened since the gateway started (a metric)
+        self.opened = 0
 
     def open(self, conn: Connection) -> None:
         """Index a connection that is now open (authenticated ones by user too)."""
         self.connections.add(conn)
+        self.opened += 1
         if conn.viewer.authenticated:
             self.by_user[conn.viewer.user_id].add(conn)
 

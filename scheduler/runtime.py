@@ -10,12 +10,14 @@ from clarion.core.settings import Settings
 from models.claims import Claims
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
+from scheduler.metrics import SchedulerMetrics
 
 
 def build_scheduler(
     settings: Settings,
     broker: dramatiq.Broker,
     actors: dict[str, dramatiq.Actor[[str], None]],
+    metrics: SchedulerMetrics | None = None,
 ) -> Scheduler:
     url = settings.effective_database_url
     engine = make_engine(url)
@@ -37,4 +39,5 @@ def build_scheduler(
         retention=Retention(sessions, RetentionPolicy.from_settings(settings)),
         retention_interval=settings.retention_interval,
         retention_max_seconds=settings.retention_max_seconds,
+        metrics=metrics,
     )

@@ -17,8 +17,9 @@ Dramatiq then forks :func:`serve_worker_metrics` (``--fork-function``), which
 serves the inherited socket and sums every process's files at each scrape.
 The worker processes close their inherited copy of the socket
 (:func:`close_inherited_listener`). When ``clarion worker`` ends, the
-directory goes with it (:meth:`WorkerRun.close`); the next run starts from
-zero, as Prometheus counters do after a restart.
+directory goes with it (:meth:`WorkerRun.close`), or, if it was killed, with
+the next run's start (:func:`new_samples_directory`); the next run starts
+from zero, as Prometheus counters do after a restart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import socketserver
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -46,6 +48,8 @@ log = logging.getLogger("clarion.metrics")
 
 METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: ``<tmp>/clarion-worker-metrics-<pid of clarion worker>-<random>``
+SAMPLES_PREFIX = "clarion-worker-metrics-"
 
 StartResponse = Callable[..., Any]
 
@@ -192,9 +196,25 @@ def new_samples_directory() -> str:
     Call it first thing in ``clarion worker``, before anything imports
     prometheus_client: the library chooses its multiprocess values at import.
     """
-    directory = tempfile.mkdtemp(prefix="clarion-worker-metrics-")
+    _remove_orphans()
+    directory = tempfile.mkdtemp(prefix=f"{SAMPLES_PREFIX}{os.getpid()}-")
     os.environ[MULTIPROC_ENV] = directory
     return directory
+
+
+def _remove_orphans() -> None:
+    """Remove the samples directories of ``clarion worker`` runs that were killed
+    (SIGKILL leaves no chance to clean up); a directory whose process lives stays."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SAMPLES_PREFIX}*-*"):
+        pid = path.name.removeprefix(SAMPLES_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # alive, someone else's
 
 
 def prepare_worker_run(directory: str, endpoint: Endpoint) -> WorkerRun:

@@ -308,6 +308,10 @@ def test_a_port_in_use_stops_the_daemon_naming_the_flag_or_the_variable(
 def test_a_worker_cleans_up_its_samples_directory(
     stacks: Any, pl: Any, ports: dict[str, int], tmp_path: Any
 ) -> None:
+    # Left by a worker that was killed (its pid is gone): the next run removes it.
+    orphan = tmp_path / f"clarion-worker-metrics-{_dead_pid()}-x1y2"
+    orphan.mkdir()
+    (orphan / "counter_1.db").write_bytes(b"")
     stack = stacks("cleanup", TMPDIR=str(tmp_path))
     stack.worker(1, 2, "--port", str(ports["worker"]))
     stack.scheduler()
@@ -315,6 +319,7 @@ def test_a_worker_cleans_up_its_samples_directory(
     user = pl.user(webhook=True)
     pl.wait_final(pl.notify(user, ["webhook"]), 1, timeout=30)
     [directory] = list(tmp_path.glob("clarion-worker-metrics-*"))
+    assert directory != orphan
     assert any(directory.glob("counter_*.db"))
     w = scrape(ports["worker"])
     assert value(w, "clarion_deliveries_total", channel="webhook", outcome="delivered") == 1.0
@@ -323,3 +328,10 @@ def test_a_worker_cleans_up_its_samples_directory(
     assert not directory.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{ports['worker']}/metrics", timeout=2)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

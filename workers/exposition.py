@@ -3,15 +3,18 @@
 ``clarion scheduler`` serves its registry from a thread (:func:`serve_in_thread`).
 
 ``clarion worker`` is several processes forked by Dramatiq. Before the fork,
-the parent (:func:`prepare_worker_run`):
+the parent:
 
 1. creates a fresh directory for this run's samples and sets
-   ``PROMETHEUS_MULTIPROC_DIR`` to it, *before prometheus-client is first
-   imported* (the library picks its multiprocess value class at import, and
-   the children inherit the parent's choice);
-2. binds the listening socket, so that a port in use stops ``clarion
-   worker`` at start-up with a message naming it, instead of a log line in a
-   child nobody reads.
+   ``PROMETHEUS_MULTIPROC_DIR`` to it (:func:`new_samples_directory`),
+   *before prometheus-client is first imported* (the library picks its
+   multiprocess value class at import, and the children inherit the
+   parent's choice; ``tests/unit/test_metrics_import_order.py`` keeps the
+   command line from importing it early);
+2. binds the listening socket (:func:`prepare_worker_run`), so that a port
+   in use stops ``clarion worker`` at start-up with a message naming it
+   (:meth:`Endpoint.cannot_bind`), instead of a log line in a child nobody
+   reads.
 
 Dramatiq then forks :func:`serve_worker_metrics` (``--fork-function``), which
 serves the inherited socket and sums every process's files at each scrape.

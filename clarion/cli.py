@@ -173,11 +173,11 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_gateway(_args: argparse.Namespace) -> int:
+def cmd_gateway(args: argparse.Namespace) -> int:
     from clarion.core.logging import configure_logging
-    from realtime.gateway import run_gateway
+    from realtime.gateway import run_gateway, with_address
 
-    settings = _settings()
+    settings = with_address(_settings(), host=args.host, port=args.port)
     configure_logging(settings.log_level)
     run_gateway(settings)
     return ExitCode.OK
@@ -274,6 +274,16 @@ def _metrics_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
     )
 
 
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"a port is an integer from 1 to 65535, got {raw!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clarion", description="Notification delivery: scheduler, workers, operators' tools."
@@ -315,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(func=cmd_settings)
 
     gateway = sub.add_parser("gateway", help="run the real-time WebSocket gateway")
+    gateway.add_argument("--host", help="listen on this address (default: CLARION_GATEWAY_HOST)")
+    gateway.add_argument(
+        "--port", type=_port, help="listen on this port (default: CLARION_GATEWAY_PORT)"
+    )
     gateway.set_defaults(func=cmd_gateway)
 
     purge = sub.add_parser(

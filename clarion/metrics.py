@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+    from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
     from clarion.core.settings import Settings
@@ -184,26 +185,30 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def web_registry(settings: Settings, *, farm: bool = True) -> CollectorRegistry:
+def web_registry(
+    settings: Settings, *, engine: Engine | None = None, farm: bool = True
+) -> CollectorRegistry:
     """What ``clarion web`` serves: the notifications it created, the farm's gauges
-    (``farm=False`` leaves them to the scheduler), its process."""
+    (``farm=False`` leaves them to the scheduler) read through ``engine`` (the web
+    service's own; None: a small one of its own), its process."""
     from clarion.core.db import make_engine, session_factory
 
     registry = CollectorRegistry()
     registry.register(_Merged(REGISTRY))
     if farm:
-        engine = make_engine(settings.effective_database_url, pool_size=1, max_overflow=1)
+        if engine is None:
+            engine = make_engine(settings.effective_database_url, pool_size=1, max_overflow=1)
         registry.register(FarmCollector(session_factory(engine), settings.broker_url))
     ProcessCollector(registry=registry)
     return registry
 
 
-def asgi_app(settings: Settings, *, farm: bool = True) -> ASGIApp:
+def asgi_app(settings: Settings, *, engine: Engine | None = None, farm: bool = True) -> ASGIApp:
     """An ASGI app answering GET with Prometheus text, for ``clarion web`` to mount at
-    ``/metrics`` (e.g. Starlette's ``app.mount("/metrics", asgi_app(settings))``)."""
+    ``/metrics`` (e.g. Starlette's ``app.mount("/metrics", asgi_app(settings, engine=...))``)."""
     from prometheus_client import make_asgi_app
 
-    app: ASGIApp = make_asgi_app(web_registry(settings, farm=farm))
+    app: ASGIApp = make_asgi_app(web_registry(settings, engine=engine, farm=farm))
     return app
 
 

@@ -5,6 +5,11 @@
 ``ping``. A frame that cannot be used is answered with an ``error`` frame
 carrying the :class:`realtime.protocol.ProtocolError` code; a client that
 sends more than :data:`MAX_ERRORS` of them is cut off.
+
+A subscribe is refused whole, and the refusal counted, when it comes faster than
+the connection's bucket allows (``rate_limited``), names a key the token's
+channel claim does not grant (``forbidden``), or would take the connection past
+``CLARION_GATEWAY_MAX_SUBSCRIPTIONS`` (``too_many_subscriptions``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 
 from models.inbox import Inbox
 from realtime import protocol
-from realtime.auth import TokenError, verify_token
+from realtime.auth import TokenError, Verifier
 from realtime.connection import Connection
 from realtime.index import SubscriptionIndex
 from realtime.outbound import Outbound
@@ -33,17 +38,24 @@ class Commands:
     def __init__(
         self,
         *,
-        jwt_secret: str | None,
+        verifier: Verifier | None,
         history_seconds: float,
+        max_subscriptions: int,
+        subscribe_rate: float,
         index: SubscriptionIndex,
         store: Store,
         inbox: Inbox,
         outbound: Outbound,
         remember: Callable[[str], bool],
         cut_off: Callable[[Connection, int, str], None],
+        refused: Callable[[str], None],
     ) -> None:
-        self.jwt_secret = jwt_secret
+        self.verifier = verifier
         self.history_seconds = history_seconds
+        self.max_subscriptions = max_subscriptions
+        self.subscribe_rate = subscribe_rate
+        #: counts a refusal by kind (realtime.limits.REFUSALS)
+        self.refused = refused
         self.index = index
         self.store = store
         self.inbox = inbox
@@ -64,7 +76,7 @@ class Commands:
             elif isinstance(command, protocol.Report):
                 await self.report(conn, command)
             elif isinstance(command, protocol.Refresh):
-                self.refresh(conn, command.token)
+                await self.refresh(conn, command.token)
             else:
                 conn.offer(protocol.dumps({"type": "pong"}))
         except protocol.ProtocolError as exc:
@@ -81,12 +93,26 @@ class Commands:
             conn.offer(protocol.dumps({"type": "error", "error": "internal"}))
 
     async def subscribe(self, conn: Connection, command: protocol.Subscribe) -> None:
-        total = len(conn.topics | set(command.topics)) + len(conn.auctions | set(command.auctions))
-        if total > protocol.MAX_SUBSCRIPTIONS:
+        if not conn.bucket.take():
+            self.refused("subscribe_rate")
             raise protocol.ProtocolError(
-                "too_many_subscriptions", f"at most {protocol.MAX_SUBSCRIPTIONS}"
+                "rate_limited", f"at most {self.subscribe_rate:g} subscribe requests per second"
             )
         keys = [*command.topics, *(auction_key(a) for a in command.auctions)]
+        grant = conn.grant
+        if grant is not None:
+            denied = [k for k in keys if not grant.allows(k)]
+            if denied:
+                self.refused("channel_claim")
+                raise protocol.ProtocolError(
+                    "forbidden", f"the token does not allow {', '.join(denied[:5])}"
+                )
+        total = len(conn.topics | set(command.topics)) + len(conn.auctions | set(command.auctions))
+        if total > self.max_subscriptions:
+            self.refused("subscriptions")
+            raise protocol.ProtocolError(
+                "too_many_subscriptions", f"at most {self.max_subscriptions} per connection"
+            )
         resume = {k: v for k, v in command.last_seq.items() if k in keys}
         if resume:
             conn.replay_buffer = []
@@ -148,13 +174,7 @@ class Commands:
         )
 
     def unsubscribe(self, conn: Connection, command: protocol.Unsubscribe) -> None:
-        for topic in command.topics:
-            conn.topics.discard(topic)
-            self.index.unsubscribe(topic, conn)
-        for auction in command.auctions:
-            conn.auctions.discard(auction)
-            self.index.unsubscribe(auction_key(auction), conn)
-        conn.subs_dirty = True
+        self._drop(conn, list(command.topics), list(command.auctions))
         conn.offer(
             protocol.dumps(
                 {
@@ -188,14 +208,32 @@ class Commands:
             )
         )
 
-    def refresh(self, conn: Connection, token: str) -> None:
-        if not self.jwt_secret:
+    async def refresh(self, conn: Connection, token: str) -> None:
+        if self.verifier is None:
             raise protocol.ProtocolError("bad_token", "tokens are not accepted here")
         try:
-            identity = verify_token(token, self.jwt_secret)
+            identity = await self.verifier.verify(token)
         except TokenError as exc:
             raise protocol.ProtocolError("bad_token", str(exc)) from None
         if not conn.viewer.authenticated or identity.user_id != conn.viewer.user_id:
             raise protocol.ProtocolError("bad_token", "a refresh token must be for the same user")
         conn.token_expires_at = identity.expires_at
-        conn.offer(protocol.dumps({"type": "refreshed", "expires_at": identity.expires_at}))
+        conn.grant = grant = identity.grant
+        frame: dict[str, object] = {"type": "refreshed", "expires_at": identity.expires_at}
+        if grant is not None:
+            # The new token's claim rules from now on: what it no longer grants is dropped.
+            topics = [t for t in conn.topics if not grant.allows(t)]
+            auctions = [a for a in conn.auctions if not grant.allows(auction_key(a))]
+            if topics or auctions:
+                self._drop(conn, topics, auctions)
+                frame["dropped"] = sorted([*topics, *(auction_key(a) for a in auctions)])
+        conn.offer(protocol.dumps(frame))
+
+    def _drop(self, conn: Connection, topics: list[str], auctions: list[str]) -> None:
+        for topic in topics:
+            conn.topics.discard(topic)
+            self.index.unsubscribe(topic, conn)
+        for auction in auctions:
+            conn.auctions.discard(auction)
+            self.index.unsubscribe(auction_key(auction), conn)
+        conn.subs_dirty = True

@@ -29,10 +29,13 @@ import datetime as dt
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 
+from realtime.auth import Grant
+from realtime.limits import Bucket
 from realtime.visibility import EventView, Viewer
 
 SLOW_CONSUMER = "slow consumer"
@@ -45,6 +48,16 @@ class Socket(ServerConnection):
 
     clarion: Connection | None = None
     last_pong: float = 0.0
+    #: (close code, reason): admitted only to be closed at once (a connection limit)
+    refusal: tuple[int, str] | None = None
+    #: called once when the TCP connection is gone, however the handshake went
+    on_lost: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        callback, self.on_lost = self.on_lost, None
+        if callback is not None:
+            callback()
 
     def acknowledge_pings(self, data: bytes) -> None:
         super().acknowledge_pings(data)
@@ -99,12 +112,14 @@ Item = tuple[str, int, EventView | None, int, str | None]
 class Connection:
     __slots__ = (
         "auctions",
+        "bucket",
         "bytes_in",
         "bytes_out",
         "closing_reason",
         "connection_id",
         "error_count",
         "flushed",
+        "grant",
         "hub",
         "last_error",
         "msgs_in",
@@ -132,6 +147,8 @@ class Connection:
         session_id: str,
         token_expires_at: float | None,
         queue_size: int,
+        grant: Grant | None = None,
+        subscribe_rate: float = 10.0,
     ) -> None:
         self.hub = hub
         self.socket = socket
@@ -139,6 +156,10 @@ class Connection:
         self.connection_id = uuid.uuid4()
         self.session_id = session_id
         self.token_expires_at = token_expires_at
+        #: what the token's channel claim allows (None: anything)
+        self.grant = grant
+        #: subscribe requests this connection may still send now
+        self.bucket = Bucket(subscribe_rate)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
         self.topics: set[str] = set()
         self.auctions: set[str] = set()

@@ -5,8 +5,12 @@ runs them, and on SIGTERM/SIGINT marks every row ``disconnecting``, closes
 every connection with 1001 going away, and writes the final rows before
 exit. Each part has a module of its own:
 
-* :mod:`realtime.admission`: the upgrade (token check, HTTP 401) and the
-  connection row from ``connecting`` to ``disconnected``;
+* :mod:`realtime.admission`: the upgrade (origin, token, connection limits) and
+  the connection row from ``connecting`` to ``disconnected``;
+* :mod:`realtime.auth` and :mod:`realtime.jwks`: tokens and the keys that sign
+  them (HS256 secret, the identity provider's JWKS, PEM files);
+* :mod:`realtime.limits`: origins, client IPs behind proxies, connections per
+  user and per IP, subscribe rate, and the count of every refusal;
 * :mod:`realtime.index`: which connection wants which auction, topic, user;
 * :mod:`realtime.commands`: what a client's frame does (subscribe and resume,
   unsubscribe, ack, read/click, refresh, ping);
@@ -21,8 +25,8 @@ exit. Each part has a module of its own:
 
 ``GET /healthz`` on the gateway's port answers 200 while the gateway can
 receive events and 503 with the reason while its Redis subscription is down
-(:meth:`Gateway.health`); ``GET /metrics`` is Prometheus text
-(:mod:`realtime.metrics`).
+(:meth:`Gateway.health`); its body also counts the refusals by kind and shows
+the JWKS's state. ``GET /metrics`` is Prometheus text (:mod:`realtime.metrics`).
 
 Events arrive on Redis (``CLARION_EVENTS_CHANNEL``) from
 :func:`clarion.publish_event` (:mod:`realtime.outbox`); in-app notifications
@@ -32,6 +36,7 @@ on ``clarion:user:<id>`` (:mod:`realtime.wire`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import signal
@@ -49,11 +54,13 @@ from models.enums import ConnectionStatus
 from models.inbox import Inbox
 from realtime import protocol
 from realtime.admission import Admission
+from realtime.auth import Verifier
 from realtime.commands import Commands
 from realtime.connection import CLOSE_TIMEOUT, Connection, Socket
 from realtime.fanin import FanIn
 from realtime.index import SubscriptionIndex
 from realtime.jobs import WATCH_INTERVAL, Jobs, every
+from realtime.limits import Refusals
 from realtime.metrics import GatewayMetrics, GatewayState
 from realtime.outbound import Outbound
 from realtime.outbox import Outlet, redis_client
@@ -71,14 +78,10 @@ METRICS_PATH = "/metrics"
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
-        if not settings.jwt_secret and not settings.allow_anonymous:
-            raise SettingsError(
-                "CLARION_JWT_SECRET", "the gateway needs it (or CLARION_ALLOW_ANONYMOUS=true)"
-            )
-        if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:
-            # RFC 7518 3.2: an HS256 key shorter than the hash is guessable.
-            raise SettingsError("CLARION_JWT_SECRET", "must be at least 32 bytes long")
+        check_settings(settings)
         self.settings = settings
+        self.verifier = Verifier.from_settings(settings)
+        self.refusals = Refusals()
         engine = (
             make_engine(settings.effective_database_url, pool_size=4, max_overflow=4)
             if not settings.embedded
@@ -98,17 +101,20 @@ class Gateway:
             events_channel=settings.events_channel,
             metrics=self.metrics,
         )
-        self.metrics.registry.register(GatewayState(self.index, self.fanin))
+        self.metrics.registry.register(GatewayState(self.index, self.fanin, self.refusals))
         ProcessCollector(registry=self.metrics.registry)
         self.commands = Commands(
-            jwt_secret=settings.jwt_secret,
+            verifier=self.verifier,
             history_seconds=settings.event_history_seconds,
+            max_subscriptions=settings.gateway_max_subscriptions,
+            subscribe_rate=settings.gateway_subscribe_rate,
             index=self.index,
             store=self.store,
             inbox=self.inbox,
             outbound=self.outbound,
             remember=self.fanin.remember,
             cut_off=self.cut_off,
+            refused=self.refusals.add,
         )
         self.admission = Admission(
             settings,
@@ -117,6 +123,8 @@ class Gateway:
             index=self.index,
             commands=self.commands,
             outbound=self.outbound,
+            verifier=self.verifier,
+            refusals=self.refusals,
         )
         self.jobs = Jobs(
             settings,
@@ -135,6 +143,12 @@ class Gateway:
     async def run(self) -> None:
         s = self.settings
         self.writer.start()
+        jwks = self.verifier.jwks if self.verifier is not None else None
+        if jwks is not None and not await jwks.refresh():
+            # Fail closed: tokens are answered 503 until a fetch succeeds.
+            log.error("no signing keys yet: asymmetric tokens are refused until the JWKS loads")
+        if s.gateway_allowed_origins is None:
+            log.warning("CLARION_GATEWAY_ALLOWED_ORIGINS is unset: pages of any site may connect")
         swept = await self.jobs.sweep()
         if swept:
             log.warning("closed %d connection rows left open by a lost gateway", swept)
@@ -199,6 +213,7 @@ class Gateway:
         """200 ``{"redis": "ok"}`` while events can be received; 503 with the reason while
         the Redis subscription is down or what it missed is still being replayed."""
         fanin = self.fanin
+        body: dict[str, Any]
         if fanin.receiving:
             status, body = 200, {"redis": "ok", "connections": len(self.index.connections)}
         else:
@@ -212,6 +227,10 @@ class Gateway:
                     "connections": len(self.index.connections),
                 },
             )
+        body["refused"] = self.refusals.snapshot()
+        jwks = self.verifier.jwks if self.verifier is not None else None
+        if jwks is not None:
+            body["jwks"] = jwks.status()
         response = ws.respond(status, protocol.dumps(body) + "\n")
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
@@ -248,6 +267,44 @@ class Gateway:
     def notification_sent(self, conn: Connection, notification_id: str) -> None:
         self.metrics.notifications.inc()
         self.outbound.notification_sent(conn, notification_id)
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse, naming the variable, settings the gateway cannot run with."""
+    s = settings
+    asymmetric = s.jwks_url is not None or bool(s.jwt_public_keys)
+    if not (s.jwt_secret or asymmetric or s.allow_anonymous):
+        raise SettingsError(
+            "CLARION_JWT_SECRET",
+            "the gateway needs it, CLARION_JWKS_URL or CLARION_JWT_PUBLIC_KEYS "
+            "(or CLARION_ALLOW_ANONYMOUS=true)",
+        )
+    if s.jwt_secret and len(s.jwt_secret.encode()) < 32:
+        # RFC 7518 3.2: an HS256 key shorter than the hash is guessable.
+        raise SettingsError("CLARION_JWT_SECRET", "must be at least 32 bytes long")
+    if asymmetric:
+        # A provider signs tokens for every application of the tenant: without iss and
+        # aud, a token minted for another application would open the gateway.
+        for name, value in (
+            ("CLARION_JWT_ISSUER", s.jwt_issuer),
+            ("CLARION_JWT_AUDIENCE", s.jwt_audience),
+        ):
+            if not value:
+                raise SettingsError(
+                    name, "required with CLARION_JWKS_URL or CLARION_JWT_PUBLIC_KEYS"
+                )
+    if s.jwks_ca_bundle and not s.jwks_url:
+        raise SettingsError("CLARION_JWKS_CA_BUNDLE", "set without CLARION_JWKS_URL")
+
+
+def with_address(settings: Settings, *, host: str | None, port: int | None) -> Settings:
+    """``settings`` with the command line's ``--host`` / ``--port``, which win."""
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["gateway_host"] = host
+    if port is not None:
+        changes["gateway_port"] = port
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def run_gateway(settings: Settings) -> None:

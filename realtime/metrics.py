@@ -5,7 +5,8 @@ them, event frames out, the fan-out latency (from an event's arrival at the
 gateway to its frame handed to each subscriber's socket), the publish lag
 (from ``generated_at`` to arrival), connections cut off by reason. Read at
 each scrape from the gateway's memory (:class:`GatewayState`): connections
-open, subscriptions, whether the Redis subscription is receiving. Nothing
+open, subscriptions, refusals by kind, whether the Redis subscription is
+receiving. Nothing
 here touches a socket or the database: recording is an increment.
 """
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from realtime.fanin import FanIn
     from realtime.index import SubscriptionIndex
+    from realtime.limits import Refusals
 
 #: Seconds from arrival to the socket: a few ms for a small audience, up to
 #: the slow-consumer cut-off (CLARION_GATEWAY_SEND_TIMEOUT, 5 s) for a stuck one.
@@ -112,9 +114,12 @@ class GatewayMetrics:
 class GatewayState(Collector):
     """Gauges and totals read from the gateway's memory at each scrape."""
 
-    def __init__(self, index: SubscriptionIndex, fanin: FanIn) -> None:
+    def __init__(
+        self, index: SubscriptionIndex, fanin: FanIn, refusals: Refusals | None = None
+    ) -> None:
         self.index = index
         self.fanin = fanin
+        self.refusals = refusals
 
     def collect(self) -> Iterator[Metric]:
         index = self.index
@@ -155,6 +160,16 @@ class GatewayState(Collector):
             keys.add_metric([kind], distinct[kind])
         yield subscriptions
         yield keys
+        if self.refusals is not None:
+            refused = CounterMetricFamily(
+                "clarion_gateway_refusals",
+                "Upgrades and subscriptions refused since the gateway started, by kind "
+                "(as GET /healthz counts them).",
+                labels=["kind"],
+            )
+            for kind, count in self.refusals.snapshot().items():
+                refused.add_metric([kind], count)
+            yield refused
         yield GaugeMetricFamily(
             "clarion_gateway_redis_receiving",
             "1 while the Redis subscription is up and nothing missed waits to be replayed "

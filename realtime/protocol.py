@@ -26,7 +26,8 @@ from typing import Any
 from clarion.core.errors import ValidationError
 from clarion.core.parse import as_uuid, shown, text_problem
 
-#: Topics plus auctions one connection may hold.
+#: Topics, auctions or last_seq entries one frame may list (a connection's own bound is
+#: CLARION_GATEWAY_MAX_SUBSCRIPTIONS).
 MAX_SUBSCRIPTIONS = 1000
 MAX_TOPIC_LENGTH = 200
 #: Sequence numbers are PostgreSQL bigints; a larger one would fail the history query.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from browserkit import chromium  # noqa: F401  (the browser tests' fixture, for every tier)
 from harness import Stack
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker

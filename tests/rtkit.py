@@ -25,6 +25,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ import sqlalchemy as sa
 from harness import CLARION, ROOT, wait_until
 from sqlalchemy.engine import Engine
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from clarion.core.settings import Settings, reset_settings
 from realtime.auth import make_token
@@ -79,15 +82,26 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def health(self) -> dict[str, Any]:
+        """The body of ``GET /healthz`` (refusal counters, JWKS state...)."""
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+        return body
 
-def start_gateway(pg_url: str, tmp: Path, **overrides: str) -> Gateway:
-    port = free_port()
+
+def start_gateway(pg_url: str, tmp: Path, *args: str, **overrides: str) -> Gateway:
+    """A ``clarion gateway`` process with ``args`` (a ``--port`` there is where it listens)."""
+    port = int(args[args.index("--port") + 1]) if "--port" in args else free_port()
     env = {
         "CLARION_DATABASE_URL": pg_url,
         "CLARION_REDIS_URL": REDIS_URL,
         "CLARION_BROKER_URL": REDIS_URL,
         "CLARION_JWT_SECRET": SECRET,
-        "CLARION_GATEWAY_PORT": str(port),
+        "CLARION_GATEWAY_PORT": str(port if "--port" not in args else free_port()),
         "CLARION_EVENTS_CHANNEL": f"clarion:test:events:{uuid.uuid4().hex[:8]}",
         "CLARION_GATEWAY_FLUSH_INTERVAL": "0.3",
         "CLARION_GATEWAY_HEARTBEAT": "5",
@@ -100,7 +114,11 @@ def start_gateway(pg_url: str, tmp: Path, **overrides: str) -> Gateway:
     log_path = tmp / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLARION, "gateway"], env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            [CLARION, "gateway", *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     gateway = Gateway(process, port, env, log_path)
     deadline = time.monotonic() + 20
@@ -163,12 +181,26 @@ class Client:
         self.welcome: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, url: str, token: str | None = None, **query: str) -> Client:
+    async def open(
+        cls,
+        url: str,
+        token: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        origin: str | None = None,
+        **query: str,
+    ) -> Client:
         params = dict(query)
         if token is not None:
             params["token"] = token
         qs = "&".join(f"{k}={v}" for k, v in params.items())
-        ws = await connect(f"{url}?{qs}" if qs else url, compression=None, open_timeout=10)
+        ws = await connect(
+            f"{url}?{qs}" if qs else url,
+            compression=None,
+            open_timeout=10,
+            additional_headers=headers,
+            origin=Origin(origin) if origin else None,
+        )
         client = cls(ws)
         client.welcome = await client.recv()
         assert client.welcome["type"] == "welcome"
@@ -213,8 +245,8 @@ class Client:
 def gateways_fixture(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def factory(**overrides: str) -> Gateway:
-        gateway = start_gateway(pg_url, tmp_path, **overrides)
+    def factory(*args: str, **overrides: str) -> Gateway:
+        gateway = start_gateway(pg_url, tmp_path, *args, **overrides)
         started.append(gateway)
         return gateway
 

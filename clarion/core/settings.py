@@ -8,6 +8,7 @@ variable whose value it cannot use. ``clarion settings`` prints them all.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -80,6 +81,55 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _optional_path(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not os.path.isfile(raw):
+        raise ValueError(f"no such file: {raw!r}")
+    return raw
+
+
+def _paths(raw: str) -> tuple[str, ...]:
+    paths = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"no such file: {path!r}")
+    return paths
+
+
+def _origins(raw: str) -> tuple[str, ...] | None:
+    """Comma-separated ``scheme://host[:port]`` origins, as browsers send them."""
+    if not raw.strip():
+        return None
+    origins = []
+    for item in raw.split(","):
+        origin = item.strip().rstrip("/").lower()
+        parts = urllib.parse.urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.username
+        ):
+            raise ValueError(f"an origin is scheme://host[:port] (http or https), got {item!r}")
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks (CIDR), e.g. ``10.0.0.0/8, 127.0.0.1``."""
+    networks = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {item.strip()!r}") from None
+    return tuple(networks)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -293,9 +343,74 @@ class Settings:
         "CLARION_JWT_SECRET",
         None,
         _optional_str,
-        "HS256 key of the gateway's connection tokens (claims: sub = user id, exp). "
-        "Required unless CLARION_ALLOW_ANONYMOUS is true.",
+        "HS256 key of the gateway's connection tokens (claims: sub = user id, exp), at least "
+        "32 bytes. The gateway needs it, CLARION_JWKS_URL or CLARION_JWT_PUBLIC_KEYS, unless "
+        "CLARION_ALLOW_ANONYMOUS is true.",
         secret=True,
+    )
+    jwks_url: str | None = setting(
+        "CLARION_JWKS_URL",
+        None,
+        _url("https"),
+        "HTTPS URL of the identity provider's JWKS (RS256 and ES256 keys by kid), e.g. "
+        "https://TENANT.auth0.com/.well-known/jwks.json. Needs CLARION_JWT_ISSUER and "
+        "CLARION_JWT_AUDIENCE.",
+    )
+    jwks_ca_bundle: str | None = setting(
+        "CLARION_JWKS_CA_BUNDLE",
+        None,
+        _optional_path,
+        "PEM file of the certificate authorities trusted for CLARION_JWKS_URL (default: the "
+        "system's).",
+    )
+    jwks_refresh_interval: float = setting(
+        "CLARION_JWKS_REFRESH_INTERVAL",
+        60.0,
+        _positive_float,
+        "A token with an unknown kid fetches the JWKS again at most once per this many seconds "
+        "(key rotation is picked up; forged kids cannot flood the provider).",
+    )
+    jwks_max_age: float = setting(
+        "CLARION_JWKS_MAX_AGE",
+        3600.0,
+        _positive_float,
+        "Seconds the fetched keys are used before they are fetched again; when the JWKS cannot be "
+        "fetched past this age, tokens are refused (fail closed, HTTP 503).",
+    )
+    jwt_public_keys: tuple[str, ...] = setting(
+        "CLARION_JWT_PUBLIC_KEYS",
+        (),
+        _paths,
+        "Comma-separated PEM files of RSA (RS256) or P-256 (ES256) public keys, instead of or "
+        "beside a JWKS; a file's name without .pem is its kid.",
+    )
+    jwt_issuer: str | None = setting(
+        "CLARION_JWT_ISSUER",
+        None,
+        _optional_str,
+        "Required iss of connection tokens (required with RS256/ES256 keys; checked with HS256 "
+        "when set).",
+    )
+    jwt_audience: str | None = setting(
+        "CLARION_JWT_AUDIENCE",
+        None,
+        _optional_str,
+        "Required aud of connection tokens (required with RS256/ES256 keys; checked with HS256 "
+        "when set).",
+    )
+    jwt_user_claim: str = setting(
+        "CLARION_JWT_USER_CLAIM",
+        "sub",
+        _str,
+        "Claim holding the platform's user id (a UUID), e.g. a custom claim when the identity "
+        "provider's sub is not the platform's id.",
+    )
+    jwt_channels_claim: str = setting(
+        "CLARION_JWT_CHANNELS_CLAIM",
+        "clarion_channels",
+        _str,
+        "Optional claim listing what the connection may subscribe to ('auction:<id>', topics, "
+        "'prefix*'); without it, anything.",
     )
     allow_anonymous: bool = setting(
         "CLARION_ALLOW_ANONYMOUS",
@@ -370,6 +485,58 @@ class Settings:
         65536,
         _positive_int,
         "Largest frame accepted from a client, bytes.",
+    )
+    gateway_allowed_origins: tuple[str, ...] | None = setting(
+        "CLARION_GATEWAY_ALLOWED_ORIGINS",
+        None,
+        _origins,
+        "Comma-separated browser origins allowed to connect (https://auctions.example.com); "
+        "another Origin gets HTTP 403 before the upgrade. Unset: any origin.",
+    )
+    gateway_allow_no_origin: bool = setting(
+        "CLARION_GATEWAY_ALLOW_NO_ORIGIN",
+        True,
+        _bool,
+        "Accept clients that send no Origin header (mobile apps, servers; not browsers).",
+    )
+    gateway_max_connections_per_user: int = setting(
+        "CLARION_GATEWAY_MAX_CONNECTIONS_PER_USER",
+        20,
+        _non_negative_int,
+        "Connections one user may hold on one gateway; 0: no limit.",
+    )
+    gateway_max_connections_per_ip: int = setting(
+        "CLARION_GATEWAY_MAX_CONNECTIONS_PER_IP",
+        0,
+        _non_negative_int,
+        "Connections one client IP may hold on one gateway; 0 (default): no limit.",
+    )
+    gateway_limit_policy: str = setting(
+        "CLARION_GATEWAY_LIMIT_POLICY",
+        "refuse_newest",
+        _choice("refuse_newest", "close_oldest"),
+        "Over a connection limit: refuse the new connection (close 4008 user, 4009 IP) or "
+        "close the oldest one (close 4010) and accept the new.",
+    )
+    gateway_trusted_proxies: tuple[str, ...] = setting(
+        "CLARION_GATEWAY_TRUSTED_PROXIES",
+        (),
+        _networks,
+        "Comma-separated addresses or CIDR networks of the load balancers in front of the "
+        "gateway: only their X-Forwarded-For is believed for the client IP.",
+    )
+    gateway_subscribe_rate: float = setting(
+        "CLARION_GATEWAY_SUBSCRIBE_RATE",
+        10.0,
+        _positive_float,
+        "Subscribe requests per second one connection may send (bursts up to as many); more are "
+        "answered with a rate_limited error frame.",
+    )
+    gateway_max_subscriptions: int = setting(
+        "CLARION_GATEWAY_MAX_SUBSCRIPTIONS",
+        1000,
+        _positive_int,
+        "Topics plus auctions one connection may be subscribed to.",
     )
     # --- retention (models.retention; run by the scheduler and `clarion purge`) ---------
     retention_interval: float = setting(
@@ -506,7 +673,12 @@ class Settings:
         rows = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            shown = "(unset)" if value is None else str(value)
+            if value is None:
+                shown = "(unset)"
+            elif isinstance(value, tuple):
+                shown = ",".join(value) or "(none)"
+            else:
+                shown = str(value)
             if field.metadata["secret"] and value is not None:
                 shown = "********"
             elif isinstance(value, str):

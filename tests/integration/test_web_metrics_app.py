@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from clarion.api import notify
@@ -57,8 +58,8 @@ def created(found: dict[tuple[str, frozenset[tuple[str, str]]], float], priority
     )
 
 
-def test_the_web_metrics_app(settings: Settings, session: Session) -> None:
-    app = asgi_app(settings)
+def test_the_web_metrics_app(settings: Settings, session: Session, engine: Engine) -> None:
+    app = asgi_app(settings, engine=engine)
     before = created(samples(get(app)[2]), "urgent")
     key, user = f"idem-{uuid.uuid4()}", uuid.uuid4()
     for _ in range(2):  # the idempotent repeat is not a second notification

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from harness import CLARION, ROOT, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from rtkit import RT, Client, free_port, gateways_fixture, rt_fixture  # noqa: F401 - fixtures
+from websockets.exceptions import InvalidStatus
 
 from channels.sandboxes.http import Fault
 from clarion import metrics as top_metrics
@@ -106,6 +107,8 @@ def test_worker_scheduler_and_gateway_metrics_after_a_run(
     all_channels = ["email", "sms", "push", "webhook", "in_app"]
 
     async def scenario() -> tuple[list[dict[str, Any]], Samples]:
+        with pytest.raises(InvalidStatus):  # a forged token: refused before the upgrade
+            await Client.open(gateway.url, "not-a-token")
         client = await Client.open(gateway.url, RT.token(user.user_id))
         await client.subscribe(topics=["bid"])
         created = [
@@ -226,6 +229,8 @@ def test_worker_scheduler_and_gateway_metrics_after_a_run(
     assert value(gw, "clarion_gateway_event_lag_seconds_count") >= 1.0
     assert value(gw, "clarion_gateway_notification_frames_total") == 3.0
     assert value(gw, "clarion_gateway_redis_receiving") == 1.0
+    assert value(gw, "clarion_gateway_refusals_total", kind="token") == 1.0
+    assert value(gw, "clarion_gateway_refusals_total", kind="origin") == 0.0
 
     # Only /metrics is served beside the upgrade and /healthz.
     assert httpx.get(f"http://127.0.0.1:{ports['worker']}/nope", timeout=5).status_code == 404

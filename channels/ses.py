@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -39,6 +41,7 @@ from channels.base import (
     redact_emails,
 )
 from channels.http_status import transient_http_error
+from channels.mime import build_mime
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -103,7 +106,7 @@ _ADDRESS_PROBLEM = re.compile(
 
 
 class SESProvider(Provider):
-    """Sends :class:`OutgoingMessage` emails with SES v2 ``SendEmail`` (Simple content)."""
+    """Sends :class:`OutgoingMessage` emails with SES v2 ``SendEmail`` (Raw MIME content)."""
 
     name = "ses"
     channel = Channel.EMAIL
@@ -121,6 +124,8 @@ class SESProvider(Provider):
     ) -> None:
         self.from_address = from_address
         self.configuration_set = configuration_set
+        address = parseaddr(from_address)[1] or from_address
+        self._msgid_domain = address.rpartition("@")[2] or "clarion.invalid"
         config = Config(
             region_name=region,
             connect_timeout=timeout,
@@ -156,18 +161,23 @@ class SESProvider(Provider):
         too_large = limits.overrun(message)
         if too_large is not None:
             raise limits.too_large_error(self.name, too_large)
-        body: dict[str, Any] = {"Text": {"Data": message.body, "Charset": "UTF-8"}}
-        if message.html:
-            body["Html"] = {"Data": message.html, "Charset": "UTF-8"}
+        try:
+            # Raw content: SES sends the MIME we built, the same multipart/
+            # alternative as the SMTP adapter (layout HTML and a real text part).
+            mail = build_mime(
+                message, from_address=self.from_address, msgid_domain=self._msgid_domain
+            )
+            raw = mail.as_bytes(policy=SMTP_POLICY)
+        except ValueError as exc:  # a CR/LF in the subject: header injection refused
+            raise PermanentError(
+                f"cannot build the email: {redact_emails(str(exc))}",
+                provider=self.name,
+                response={"stage": "build"},
+            ) from exc
         params: dict[str, Any] = {
             "FromEmailAddress": self.from_address,
             "Destination": {"ToAddresses": [message.to]},
-            "Content": {
-                "Simple": {
-                    "Subject": {"Data": message.title, "Charset": "UTF-8"},
-                    "Body": body,
-                }
-            },
+            "Content": {"Raw": {"Data": raw}},
             # Tag values allow [A-Za-z0-9_-]: str(UUID) qualifies. The tags come
             # back in SES event notifications (bounces, complaints, deliveries),
             # which is how a delivery report finds its row.

@@ -23,7 +23,7 @@ import re
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 from channels import limits
@@ -38,6 +38,7 @@ from channels.base import (
     RetryableError,
     redact_emails,
 )
+from channels.mime import build_mime
 from models.enums import Channel
 
 if TYPE_CHECKING:
@@ -90,8 +91,7 @@ class SMTPProvider(Provider):
         # ``from_address`` may carry a display name ("Clarion <n@x.com>"): the
         # header keeps it, the envelope (MAIL FROM) takes the bare address.
         self._envelope_from = parseaddr(from_address)[1] or from_address
-        # Message-IDs on our own sender domain; make_msgid()'s default calls
-        # socket.getfqdn(), a DNS lookup with no timeout, on every send.
+        # Message-IDs on our own sender domain (see channels.mime).
         self._msgid_domain = self._envelope_from.rpartition("@")[2] or "clarion.invalid"
         if username and not starttls:
             logger.warning(
@@ -112,19 +112,7 @@ class SMTPProvider(Provider):
 
     def build(self, message: OutgoingMessage) -> EmailMessage:
         """The MIME message for ``message``: text, plus an HTML alternative when given."""
-        mail = EmailMessage()
-        mail["Subject"] = message.title
-        mail["From"] = self.from_address
-        mail["To"] = message.to
-        mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = make_msgid(domain=self._msgid_domain)
-        # Lets a bounce or a support question be traced back to the notification.
-        mail["X-Clarion-Notification-Id"] = str(message.notification_id)
-        mail["X-Clarion-Delivery-Id"] = str(message.delivery_id)
-        mail.set_content(message.body)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
-        return mail
+        return build_mime(message, from_address=self.from_address, msgid_domain=self._msgid_domain)
 
     def send(self, message: OutgoingMessage) -> Receipt:
         too_large = limits.overrun(message)

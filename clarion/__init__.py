@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         TemplateError,
         ValidationError,
     )
+    from clarion.locales import get_locale, money, set_locale
     from realtime.outbox import publish_event
 
 __version__ = "0.1.0"
@@ -37,6 +38,9 @@ _EXPORTS = {
     "list_addresses": "clarion.addresses",
     "Address": "clarion.addresses",
     "publish_event": "realtime.outbox",
+    "set_locale": "clarion.locales",
+    "get_locale": "clarion.locales",
+    "money": "clarion.locales",
     "ClarionError": "clarion.core.errors",
     "MissingVariableError": "clarion.core.errors",
     "NotFoundError": "clarion.core.errors",
@@ -55,9 +59,12 @@ __all__ = [
     "ValidationError",
     "add_address",
     "disable_address",
+    "get_locale",
     "list_addresses",
+    "money",
     "notify",
     "publish_event",
+    "set_locale",
 ]
 
 

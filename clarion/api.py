@@ -32,6 +32,14 @@ from clarion.core.parse import (
     shown,
 )
 from clarion.core.settings import get_settings
+from clarion.emails import load_layout, render_email, single_line
+from clarion.locales import (
+    fallback_chain,
+    formatting_locale,
+    localize_data,
+    normalize_locale,
+    typed_json,
+)
 from clarion.metrics import notification_created
 from clarion.templating import render
 from models import (
@@ -42,6 +50,7 @@ from models import (
     NotificationTemplate,
     Priority,
 )
+from models import locales as locale_rows
 
 UUIDLike = uuid.UUID | str
 
@@ -90,6 +99,7 @@ class NotifyRequest:
     metadata: Any = None
     max_attempts: int = 3
     idempotency_key: str | None = None
+    locale: str | None = None
 
 
 def notify(
@@ -114,6 +124,7 @@ def notify(
     metadata: Any = None,
     max_attempts: int = 3,
     idempotency_key: str | None = None,
+    locale: str | None = None,
     session: Session | None = None,
 ) -> Notification:
     """Create a pending notification for ``user_id`` and return its row.
@@ -127,6 +138,13 @@ def notify(
     With ``session`` the row joins the caller's transaction and is flushed,
     not committed: it is sent only if the caller commits. Without, Clarion
     commits it in a transaction of its own.
+
+    The template is the one for ``locale`` (default: the user's stored
+    locale, else ``CLARION_DEFAULT_LOCALE``), falling back along the chain
+    ``pt-BR`` -> ``pt`` -> the default; typed values in ``template_data``
+    (:mod:`clarion.locales`) are formatted for the reader. The row records
+    the locale and template version it was rendered with and, when it goes
+    by email, the rendered email (:mod:`clarion.emails`).
 
     With ``idempotency_key``, a second call with the same key returns the
     first notification instead of creating another, also when two calls race.
@@ -156,6 +174,7 @@ def notify(
         metadata=metadata,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
+        locale=locale,
     )
     if session is None:
         engine = get_engine(get_settings().effective_database_url)
@@ -172,18 +191,32 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     template_data = r.template_data
 
     user = as_uuid(r.user_id, "user_id")
+    settings = get_settings()
+    default_locale = settings.default_locale
+    if r.locale is not None:
+        wanted = normalize_locale(r.locale)
+    else:
+        wanted = locale_rows.get_locale(session, user) or default_locale
     # Checked before rendering, so that a bad value is named as template_data
     # and not as the title or message it would have ended up in.
     if template_data is not None:
+        if isinstance(template_data, Mapping):
+            template_data = typed_json(template_data)  # type: ignore[assignment]
         _template_data(template_data)
-    tmpl = _load_template(session, r.template) if r.template is not None else None
+    tmpl = (
+        load_template(session, r.template, fallback_chain(wanted, default_locale))
+        if r.template is not None
+        else None
+    )
+    rendered_locale = tmpl.locale if tmpl is not None else wanted
     if tmpl is not None:
         if title is not None or message is not None:
             raise ValidationError("template", "give either a template or title and message")
-        data = _template_data(template_data)
+        data = localize_data(_template_data(template_data), formatting_locale(wanted, tmpl.locale))
         html = tmpl.body_format == "html"
         try:
-            title = render(tmpl.title, data)
+            # A subject line is one line, whatever the values hold.
+            title = single_line(render(tmpl.title, data))
             message = render(tmpl.message, data, html=html)
         except TemplateError as exc:
             # Keep the type (MissingVariableError and its .name) and say which template.
@@ -234,7 +267,27 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     # The spec's single-valued notification_type is the first (primary) channel.
     values["notification_type"] = chosen[0]
     values["scheduled_at"], values["expires_at"] = _schedule(r.scheduled_at, r.expires_at)
-    _check_channel_limits(values, chosen, html=tmpl is not None and tmpl.body_format == "html")
+    values["locale"] = rendered_locale
+    values["template_version"] = tmpl.version if tmpl is not None else None
+    html_body = tmpl is not None and tmpl.body_format == "html"
+    if Channel.EMAIL in chosen:
+        email = render_email(
+            load_layout(session, settings.email_layout),
+            locale=rendered_locale,
+            default_locale=default_locale,
+            title=values["title"],
+            message=values["message"],
+            body_format="html" if html_body else "text",
+            category=Category(values["category"]).value,
+            action_url=values["action_url"],
+            action_label=values["action_label"],
+            platform=settings.platform_name,
+            logo_url=settings.platform_logo_url,
+        )
+        values["email_html"] = email.html
+        values["email_text"] = email.text
+        values["email_layout_version"] = email.layout_version
+    _check_channel_limits(values, chosen, html=html_body)
     return _insert(session, values)
 
 
@@ -253,14 +306,15 @@ def _check_channel_limits(values: dict[str, Any], chosen: list[Channel], *, html
     if values["auction_id"] is not None:
         data["auction_id"] = str(values["auction_id"])
     for channel in chosen:
+        email = channel is Channel.EMAIL and values.get("email_html") is not None
         message = OutgoingMessage(
             notification_id=uuid.uuid4(),
             delivery_id=uuid.uuid4(),
             channel=channel,
             to="",
             title=values["title"],
-            body=values["message"],
-            html=values["message"] if html else None,
+            body=values["email_text"] if email else values["message"],
+            html=values["email_html"] if email else (values["message"] if html else None),
             action_url=values["action_url"],
             action_label=values["action_label"],
             data=data,
@@ -311,21 +365,27 @@ def _insert(session: Session, values: dict[str, Any]) -> Notification:
     return session.get_one(Notification, notification_id)
 
 
-def _load_template(session: Session, key: str) -> NotificationTemplate:
+def load_template(session: Session, key: str, chain: Sequence[str]) -> NotificationTemplate:
+    """The active template ``key`` in the first locale of ``chain`` that has one."""
     if not isinstance(key, str) or key.count("/") != 1 or len(key) > TEMPLATE_KEY_MAX:
         raise ValidationError("template", f"expected 'auction_type/event', got {shown(key)}")
     check_text(key, "template")
     auction_type, event = key.split("/")
-    tmpl = session.scalars(
-        sa.select(NotificationTemplate).where(
-            NotificationTemplate.auction_type == auction_type,
-            NotificationTemplate.event == event,
-            NotificationTemplate.is_active.is_(True),
+    found = {
+        t.locale: t
+        for t in session.scalars(
+            sa.select(NotificationTemplate).where(
+                NotificationTemplate.auction_type == auction_type,
+                NotificationTemplate.event == event,
+                NotificationTemplate.locale.in_(list(chain)),
+                NotificationTemplate.is_active.is_(True),
+            )
         )
-    ).one_or_none()
-    if tmpl is None:
-        raise NotFoundError(f"template: no active template {key!r}")
-    return tmpl
+    }
+    for locale in chain:
+        if locale in found:
+            return found[locale]
+    raise NotFoundError(f"template: no active template {key!r} in {', '.join(chain)}")
 
 
 # --- validation ------------------------------------------------------------------

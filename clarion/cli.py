@@ -257,7 +257,7 @@ def cmd_address(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from clarion.demo import run_demo
 
-    return run_demo()
+    return run_demo(serve_console=args.console)
 
 
 # --- parser ------------------------------------------------------------------------
@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     purge.set_defaults(func=cmd_purge)
 
     demo = sub.add_parser("demo", help="send the spec's auction notifications end to end")
+    demo.add_argument(
+        "--console", action="store_true", help="then serve the operators' console until Ctrl-C"
+    )
     demo.set_defaults(func=cmd_demo)
 
     address = sub.add_parser("address", help="add, list and disable users' addresses")
@@ -377,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.operators.commands import add_parsers
 
     add_parsers(sub)  # dlq, status, inspect
+    from clarion import template_commands
+
+    template_commands.add_parsers(sub)  # template, locale
+    from clarion.web.commands import add_parsers as add_web_parsers
+
+    add_web_parsers(sub)  # web, apikey
     return parser
 
 

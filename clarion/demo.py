@@ -8,14 +8,16 @@ on ``CLARION_BROKER_URL``, the sandboxes still standing in for the providers.
 
 It creates demo users with addresses, sends the six auction notifications
 across all five channels (one scheduled a few seconds ahead), one that fails
-once and is retried, and one that exhausts its attempts and dead-letters; it
-shows progress, then a table of the rows.
+once and is retried, one that exhausts its attempts and dead-letters, and two
+branded emails for readers whose locale is German and Arabic; it shows
+progress, then a table of the rows and a line per email sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,6 +38,7 @@ from clarion.api import notify
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings, get_settings, reset_settings, safe_url
 from clarion.exitcodes import ExitCode
+from clarion.locales import money, set_locale
 from models import Channel, Delivery, Notification, UserAddress
 from models.enums import DeliveryStatus
 
@@ -44,7 +47,7 @@ DEMO_DB = "clarion-demo.db"
 TIMEOUT = 90.0
 
 
-def run_demo() -> int:
+def run_demo(*, serve_console: bool = False) -> int:
     # Wide enough for the table when the output is a file or a CI log.
     console = Console(width=None if sys.stdout.isatty() else 150)
     settings = get_settings()
@@ -87,16 +90,51 @@ def run_demo() -> int:
             runner.stop()
         _report(sessions, ids, console, runner.dead_letters())
         console.print(f"provider calls: {farm.request_counts()}")
+        _report_emails(farm, console)
+        key = _console_key(sessions)
         engine.dispose()
+    _print_console(console, demo_settings, key, serving=serve_console)
+    if serve_console:
+        from clarion.web.runner import serve
+
+        serve(
+            demo_settings,
+            host=demo_settings.web_host,
+            port=demo_settings.web_port,
+            workers=1,
+        )
     reset_settings(None)
     return ExitCode.OK if ok else ExitCode.UNEXPECTED
+
+
+def _console_key(sessions: Any) -> str:
+    """An ``operate`` key for the demo's console, in the demo's database."""
+    from models.apikeys import ApiKeys, Scope
+
+    _info, key = ApiKeys(sessions).create("demo console", [Scope.OPERATE, Scope.READ])
+    return key
+
+
+def _print_console(console: Console, settings: Settings, key: str, *, serving: bool) -> None:
+    # The key rides in the URL's #fragment: the browser fills the sign-in form
+    # with it and never sends it to the server (nor to its logs).
+    url = f"http://{settings.web_host}:{settings.web_port}/console/login#key={key}"
+    if serving:
+        console.print("The operators' console shows these rows (Ctrl-C stops it):")
+    else:
+        db = safe_url(settings.effective_database_url)
+        console.print(
+            "The operators' console shows these rows once `clarion web` serves this database:\n"
+            f"  CLARION_DATABASE_URL={db} clarion web"
+        )
+    console.print(url, soft_wrap=True, highlight=False)
 
 
 # --- demo data --------------------------------------------------------------------------
 
 
 def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> list[uuid.UUID]:
-    alice, bob, carol, dave = (uuid.uuid4() for _ in range(4))
+    alice, bob, carol, dave, erika, amira = (uuid.uuid4() for _ in range(6))
     secret = "whsec_ZGVtby1zaWduaW5nLXNlY3JldC0xMjM0NTY3OA=="
     dead_token = "fcm-token-bob-uninstalled"
     farm.fcm.unregister(dead_token)
@@ -115,6 +153,8 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
                 UserAddress(user_id=bob, channel=Channel.EMAIL, address="bob@example.com"),
                 UserAddress(user_id=bob, channel=Channel.PUSH, address=dead_token),
                 UserAddress(user_id=carol, channel=Channel.EMAIL, address="carol@example.com"),
+                UserAddress(user_id=erika, channel=Channel.EMAIL, address="erika@example.de"),
+                UserAddress(user_id=amira, channel=Channel.EMAIL, address="amira@example.ae"),
                 UserAddress(
                     user_id=dave,
                     channel=Channel.WEBHOOK,
@@ -123,6 +163,9 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
                 ),
             ]
         )
+        # Erika reads German, Amira Arabic: their emails are rendered in their language.
+        set_locale(erika, "de", session=s)
+        set_locale(amira, "ar", session=s)
     # Alice's SMS provider hiccups once (503): retried, then delivered.
     farm.twilio.fail(Fault(status=503), times=1)
     # Dave's endpoint is down for good: 2 attempts, then the dead-letter queue.
@@ -174,6 +217,22 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
             channels=["in_app", "email", "webhook"],
         ),
         notify(
+            erika,
+            template="english/outbid",
+            template_data={"amount": money("1250", "EUR")},
+            channels=["email"],
+            auction_id=auction,
+            action_url="https://auctions.example.com/a/123",
+            action_label="Erneut bieten",
+        ),
+        notify(
+            amira,
+            template="system/auction_ended",
+            template_data={"auction_title": "Vintage Watch Collection", "winner": "alice"},
+            channels=["email"],
+            action_url="https://auctions.example.com/a/123",
+        ),
+        notify(
             dave,
             title="Payment reminder",
             message="Your invoice for the Rare Coins auction is due.",
@@ -183,8 +242,9 @@ def _create_demo_data(sessions: Any, farm: SandboxFarm, console: Console) -> lis
         ),
     ]
     console.print(
-        f"created {len(created)} notifications for 4 users "
-        "(one scheduled 4 s ahead, one retried, one to dead-letter)"
+        f"created {len(created)} notifications for 6 users "
+        "(one scheduled 4 s ahead, one retried, one to dead-letter, "
+        "one email in German and one in Arabic)"
     )
     return [n.notification_id for n in created]
 
@@ -332,6 +392,26 @@ def _report(sessions: Any, ids: list[uuid.UUID], console: Console, dead: int) ->
     console.print(table)
     if dead >= 0:
         console.print(f"dead-letter queue: {dead} message(s)")
+
+
+def _report_emails(farm: SandboxFarm, console: Console) -> None:
+    """One line per email the SES sandbox received: language, direction, parts."""
+    from channels.sandboxes.ses import raw_mime
+
+    for payload in list(farm.ses.sent):
+        if "Raw" not in payload.get("Content", {}):
+            continue
+        mail = raw_mime(payload)
+        parts = [p.get_content_type() for p in mail.walk() if not p.is_multipart()]
+        html_part = next((p for p in mail.walk() if p.get_content_type() == "text/html"), None)
+        body = html_part.get_payload(decode=True) if html_part else None
+        markup = body.decode("utf-8") if isinstance(body, bytes) else ""
+        lang = re.search(r'<html lang="([^"]+)" dir="(\w+)"', markup)
+        where = f"lang={lang.group(1)} dir={lang.group(2)}" if lang else "no layout"
+        console.print(
+            f"email to {payload['Destination']['ToAddresses'][0]}: {mail['Subject']!s} "
+            f"({mail.get_content_type()}: {' + '.join(parts)}, {where})"
+        )
 
 
 def _short(value: Any) -> str:

@@ -31,9 +31,13 @@ def seed_templates(connection: Connection) -> int:
         sa.column("created_at", sa.DateTime(timezone=True)),
         sa.column("updated_at", sa.DateTime(timezone=True)),
     )
+    # The shipped texts are English; translations are rows of their own
+    # (migration 0004), keyed by locale too.
     existing = {
         (row.auction_type, row.event)
-        for row in connection.execute(sa.select(table.c.auction_type, table.c.event))
+        for row in connection.execute(
+            sa.select(table.c.auction_type, table.c.event).where(sa.column("locale") == "en")
+        )
     }
     now = dt.datetime.now(dt.UTC)
     rows = [
@@ -63,7 +67,7 @@ def seed_templates(connection: Connection) -> int:
                 " CAST(:category AS notification_category), :title, :message,"
                 " CAST(:priority AS notification_priority), CAST(:channels AS jsonb),"
                 " :body_format, :created_at, :updated_at)"
-                " ON CONFLICT (auction_type, event) DO NOTHING"
+                " ON CONFLICT (auction_type, event, locale) DO NOTHING"
             ).bindparams(sa.bindparam("channels", type_=sa.JSON))
             connection.execute(stmt, rows)
         else:

@@ -1,5 +1,6 @@
 """Clarion's tables (SQLAlchemy 2 declarative models) and enumerations."""
 
+from models.apikeys import ApiKey, Scope
 from models.base import PLATFORM_TABLES, Base
 from models.enums import (
     AttemptOutcome,
@@ -13,12 +14,15 @@ from models.enums import (
     Priority,
     Visibility,
 )
+from models.idempotency import IdempotencyRecord
 from models.notifications import (
     Delivery,
     DeliveryAttempt,
+    EmailLayout,
     Notification,
     NotificationTemplate,
     UserAddress,
+    UserLocale,
 )
 from models.realtime import RealTimeEvent, WebSocketConnection
 
@@ -26,6 +30,7 @@ metadata = Base.metadata
 
 __all__ = [
     "PLATFORM_TABLES",
+    "ApiKey",
     "AttemptOutcome",
     "Base",
     "Category",
@@ -34,14 +39,18 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "DeliveryStatus",
+    "EmailLayout",
     "EventCategory",
     "EventPriority",
+    "IdempotencyRecord",
     "Notification",
     "NotificationStatus",
     "NotificationTemplate",
     "Priority",
     "RealTimeEvent",
+    "Scope",
     "UserAddress",
+    "UserLocale",
     "Visibility",
     "WebSocketConnection",
     "metadata",

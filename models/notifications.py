@@ -8,7 +8,11 @@ Added beside the contract, never instead of it:
 * ``notification_deliveries``: one row per notification and channel, the
   state machine the workers move (queued -> sending -> sent/delivered/failed),
   with the token of its current take (``take_token``, revision 0002);
-* ``delivery_attempts``: the history of every provider call.
+* ``delivery_attempts``: the history of every provider call;
+* revision 0004: ``notification_templates.locale`` and ``.version``,
+  ``email_layouts``, ``user_locales``, and on ``notifications`` what it was
+  rendered with (``locale``, ``template_version``, ``email_layout_version``)
+  and its rendered email (``email_html``, ``email_text``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ class NotificationTemplate(Base):
     priority: Mapped[Priority] = mapped_column(PriorityType)
     channels: Mapped[list[str]] = mapped_column(JSONType)
     body_format: Mapped[str] = mapped_column(sa.String(10), server_default="text")
+    #: BCP 47 (``en``, ``pt-BR``); the key is (auction_type, event, locale).
+    locale: Mapped[str] = mapped_column(sa.String(35), server_default="en", default="en")
+    #: Bumped by a trigger (PostgreSQL) whenever title, message or body_format change.
+    version: Mapped[int] = mapped_column(sa.Integer, server_default="1", default=1)
     is_active: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true(), default=True)
     created_at: Mapped[dt.datetime] = mapped_column(
         Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
@@ -69,13 +77,55 @@ class NotificationTemplate(Base):
     )
 
     __table_args__ = (
-        sa.UniqueConstraint("auction_type", "event", name="uq_notification_templates_key"),
+        sa.UniqueConstraint(
+            "auction_type", "event", "locale", name="uq_notification_templates_key"
+        ),
         sa.CheckConstraint("body_format IN ('text', 'html')", name="body_format"),
     )
 
     @property
     def key(self) -> str:
         return f"{self.auction_type}/{self.event}"
+
+
+class EmailLayout(Base):
+    """The frame of an email: Jinja2 sources for HTML and text, CSS, strings per locale.
+
+    A new version of a layout is a new row; the highest active version of a
+    name is the one used.
+    """
+
+    __tablename__ = "email_layouts"
+
+    layout_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(50))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    html_template: Mapped[str] = mapped_column(sa.Text)
+    text_template: Mapped[str] = mapped_column(sa.Text)
+    css: Mapped[str] = mapped_column(sa.Text, server_default="", default="")
+    #: ``{locale: {key: text}}``: the layout's own words (footer reason, link hint).
+    strings: Mapped[dict[str, dict[str, str]]] = mapped_column(JSONType)
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true(), default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
+    )
+
+    __table_args__ = (sa.UniqueConstraint("name", "version", name="uq_email_layouts_name_version"),)
+
+
+class UserLocale(Base):
+    """A user's locale (BCP 47), beside their addresses: picks their templates."""
+
+    __tablename__ = "user_locales"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    locale: Mapped[str] = mapped_column(sa.String(35))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        Timestamp, server_default=sa.func.current_timestamp(), default=utcnow, onupdate=utcnow
+    )
 
 
 class Notification(Base):
@@ -140,6 +190,12 @@ class Notification(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     #: When a scheduler fanned the notification out into deliveries (its claim).
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # What it was rendered with, and its email (revision 0004).
+    locale: Mapped[str | None] = mapped_column(sa.String(35))
+    template_version: Mapped[int | None] = mapped_column(sa.Integer)
+    email_layout_version: Mapped[int | None] = mapped_column(sa.Integer)
+    email_html: Mapped[str | None] = mapped_column(sa.Text)
+    email_text: Mapped[str | None] = mapped_column(sa.Text)
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="notification", cascade="all, delete-orphan", passive_deletes=True

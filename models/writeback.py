@@ -101,6 +101,12 @@ _NOTES = (
     .select_from(_N.outerjoin(_T, _T.c.template_id == _N.c.template_id))
     .where(_N.c.notification_id.in_(sa.bindparam("ids", expanding=True)))
 )
+# The rendered email, read only for email takes: push and webhook deliveries
+# of the same notification never carry the HTML through the hot path.
+_EMAILS = sa.select(_N.c.notification_id, _N.c.email_html, _N.c.email_text).where(
+    _N.c.notification_id.in_(sa.bindparam("ids", expanding=True)),
+    _N.c.email_html.is_not(None),
+)
 _DELIVERY_COLUMNS = (
     "status",
     "attempts",
@@ -168,6 +174,10 @@ class SendJob:
     priority: str
     auction_id: uuid.UUID | None
     addresses: tuple[AddressRow, ...]
+    #: The email rendered with its layout when the notification was created
+    #: (``notify``); ``None`` for other channels and for rows INSERTed by hand.
+    email_html: str | None = None
+    email_text: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -252,9 +262,16 @@ def take_for_sending(
     addresses = _addresses(
         conn, {(notes[t.notification_id].user_id, Channel(t.channel)) for t in live}
     )
+    email_ids = {t.notification_id for t in live if Channel(t.channel) is Channel.EMAIL}
+    emails = (
+        {row.notification_id: row for row in conn.execute(_EMAILS, {"ids": list(email_ids)})}
+        if email_ids
+        else {}
+    )
     for t in live:
         note = notes[t.notification_id]
         channel = Channel(t.channel)
+        email = emails.get(t.notification_id) if channel is Channel.EMAIL else None
         result[t.delivery_id] = SendJob(
             delivery_id=t.delivery_id,
             notification_id=t.notification_id,
@@ -273,6 +290,8 @@ def take_for_sending(
             priority=_text(note.priority),
             auction_id=note.auction_id,
             addresses=tuple(addresses.get((note.user_id, channel), ())),
+            email_html=email.email_html if email is not None else None,
+            email_text=email.email_text if email is not None else None,
         )
     return result
 

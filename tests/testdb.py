@@ -23,8 +23,11 @@ DATA_TABLES = (
     "notification_deliveries",
     "notifications",
     "user_addresses",
+    "user_locales",
     "websocket_connections",
     "real_time_events",
+    "api_keys",
+    "idempotency_keys",
 )
 
 

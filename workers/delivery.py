@@ -315,8 +315,10 @@ class Deliverer:
                 channel=job.channel,
                 to=to,
                 title=job.title,
-                body=job.message,
-                html=job.message if job.html else None,
+                body=job.email_text if job.email_text is not None else job.message,
+                html=job.email_html
+                if job.email_html is not None
+                else (job.message if job.html else None),
                 action_url=job.action_url,
                 action_label=job.action_label,
                 data=data,

@@ -24,6 +24,10 @@ Usage::
 
 from __future__ import annotations
 
+import base64
+import email
+import email.message
+import email.policy
 import json
 import time
 import uuid
@@ -54,6 +58,12 @@ def _error(status: int, code: str, message: str) -> Response:
         {"message": message},
         {"x-amzn-ErrorType": f"{code}:{_ERROR_NAMESPACE}", "x-amzn-RequestId": _request_id()},
     )
+
+
+def raw_mime(payload: dict[str, Any]) -> email.message.Message:
+    """The MIME message of a ``Raw`` SendEmail body, parsed by the standard library."""
+    data = base64.b64decode(payload["Content"]["Raw"]["Data"], validate=True)
+    return email.message_from_bytes(data, policy=email.policy.default)
 
 
 class SESSandbox(HTTPSandbox):
@@ -127,6 +137,13 @@ class SESSandbox(HTTPSandbox):
         content = payload.get("Content") or {}
         if "Template" in content:
             return _error(400, "BadRequestException", "templates are not supported here")
+        if "Raw" in content:
+            try:
+                mail = raw_mime(payload)
+            except (ValueError, KeyError, TypeError):
+                return _error(400, "BadRequestException", "Raw.Data is not base64")
+            if not mail.get("From"):
+                return _error(400, "MessageRejected", "Raw message has no From header")
         message_id = f"0100{int(time.time() * 1000):x}-{uuid.uuid4()}-000000"
         with self._lock:
             self.sent.append(payload)

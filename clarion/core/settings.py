@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -141,6 +142,25 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+_LOCALE_TAG = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,3}")
+
+
+def _locale(raw: str) -> str:
+    # The shape only: the ground does not load Babel; clarion.locales checks
+    # that the locale exists when it first uses it.
+    if not _LOCALE_TAG.fullmatch(raw):
+        raise ValueError(f"must be a locale tag such as en, de or pt-BR, got {raw!r}")
+    return raw.replace("_", "-")
+
+
+def _optional_https_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or any(c.isspace() for c in raw):
+        raise ValueError(f"must be an http(s) URL without spaces, got {raw!r}")
+    return raw
+
+
 def setting(
     env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
 ) -> Any:
@@ -260,6 +280,31 @@ class Settings:
     )
     email_from: str = setting(
         "CLARION_EMAIL_FROM", "notifications@clarion.invalid", _str, "From address of emails."
+    )
+    default_locale: str = setting(
+        "CLARION_DEFAULT_LOCALE",
+        "en",
+        _locale,
+        "Locale of users who set none, and the last step of every fallback chain "
+        "(pt-BR -> pt -> this).",
+    )
+    platform_name: str = setting(
+        "CLARION_PLATFORM_NAME",
+        "Clarion Auctions",
+        _str,
+        "The platform's name in the email layout's header and footer.",
+    )
+    platform_logo_url: str | None = setting(
+        "CLARION_PLATFORM_LOGO_URL",
+        None,
+        _optional_https_url,
+        "URL of the logo in the email layout's header; unset: the platform's name as text.",
+    )
+    email_layout: str = setting(
+        "CLARION_EMAIL_LAYOUT",
+        "default",
+        _str,
+        "Name of the email layout (email_layouts.name); its highest active version is used.",
     )
     ses_region: str = setting("CLARION_SES_REGION", "us-east-1", _str, "AWS region of SES.")
     ses_endpoint_url: str | None = setting(
@@ -594,6 +639,35 @@ class Settings:
         "websocket_connections rows disconnected more than this many days ago are deleted. "
         "0 keeps them.",
     )
+    # --- web service -----------------------------------------------------------------
+    web_host: str = setting(
+        "CLARION_WEB_HOST", "127.0.0.1", _str, "Address clarion web (HTTP API, console) listens on."
+    )
+    web_port: int = setting("CLARION_WEB_PORT", 8080, _positive_int, "Port of clarion web.")
+    web_workers: int = setting(
+        "CLARION_WEB_WORKERS", 1, _positive_int, "Worker processes of clarion web (uvicorn)."
+    )
+    web_session_secret: str | None = setting(
+        "CLARION_WEB_SESSION_SECRET",
+        None,
+        _optional_str,
+        "Key that signs the console's session cookies, at least 32 characters. Unset: a random "
+        "key per start (sessions end when clarion web restarts); required with more than one "
+        "worker.",
+        secret=True,
+    )
+    web_secure_cookies: bool = setting(
+        "CLARION_WEB_SECURE_COOKIES",
+        False,
+        _bool,
+        "Mark the console's cookies Secure (sent over HTTPS only): true behind TLS.",
+    )
+    web_session_hours: float = setting(
+        "CLARION_WEB_SESSION_HOURS",
+        8.0,
+        _positive_float,
+        "A console session ends this many hours after sign-in.",
+    )
     # --- metrics (Prometheus) --------------------------------------------------------
     worker_metrics_host: str = setting(
         "CLARION_WORKER_METRICS_HOST",
@@ -653,6 +727,13 @@ class Settings:
             raise SettingsError(
                 "CLARION_RETENTION_EVENTS_DAYS",
                 "must keep events at least CLARION_EVENT_HISTORY_SECONDS (the resume window)",
+            )
+        if settings.web_session_secret is not None and len(settings.web_session_secret) < 32:
+            raise SettingsError("CLARION_WEB_SESSION_SECRET", "must be at least 32 characters")
+        if settings.web_workers > 1 and settings.web_session_secret is None:
+            # Each process would sign with a key of its own: sessions would break at random.
+            raise SettingsError(
+                "CLARION_WEB_SESSION_SECRET", "is required when CLARION_WEB_WORKERS is above 1"
             )
         return settings
 

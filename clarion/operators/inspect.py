@@ -149,6 +149,12 @@ def notification_json(n: Notification) -> dict[str, Any]:
 def content_json(n: Notification, template: str | None) -> dict[str, Any]:
     return {
         "template": template,
+        # What it was rendered with: the template's version and locale, the
+        # email layout's version; the email itself by size (see the row for it).
+        "template_version": n.template_version,
+        "locale": n.locale,
+        "email_layout_version": n.email_layout_version,
+        "email_html_bytes": len(n.email_html.encode()) if n.email_html is not None else None,
         "title": n.title,
         "message": n.message,
         "action_url": n.action_url,

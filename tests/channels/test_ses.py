@@ -18,7 +18,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.sandboxes.http import Fault
-from channels.sandboxes.ses import SEND_PATH, SESSandbox
+from channels.sandboxes.ses import SEND_PATH, SESSandbox, raw_mime
 from channels.ses import SESProvider
 from clarion.core.settings import Settings
 from models.enums import Channel
@@ -94,10 +94,16 @@ def test_send_returns_the_ses_message_id(sandbox: SESSandbox, provider: SESProvi
     [sent] = sandbox.sent
     assert sent["FromEmailAddress"] == "notifications@clarion.test"
     assert sent["Destination"] == {"ToAddresses": ["bidder@example.com"]}
-    simple = sent["Content"]["Simple"]
-    assert simple["Subject"]["Data"] == "You were outbid"
-    assert simple["Body"]["Text"]["Data"] == "Someone bid more."
-    assert simple["Body"]["Html"]["Data"] == "<p>Outbid</p>"
+    mail = raw_mime(sent)
+    assert mail["Subject"] == "You were outbid"
+    assert mail.get_content_type() == "multipart/alternative"
+    text, html = mail.iter_parts()
+    assert (text.get_content_type(), text.get_content().strip()) == (
+        "text/plain",
+        "Someone bid more.",
+    )
+    assert (html.get_content_type(), html.get_content().strip()) == ("text/html", "<p>Outbid</p>")
+    assert mail["X-Clarion-Delivery-Id"] == str(msg.delivery_id)
     assert {t["Name"]: t["Value"] for t in sent["EmailTags"]} == {
         "clarion_notification_id": str(msg.notification_id),
         "clarion_delivery_id": str(msg.delivery_id),
@@ -115,7 +121,9 @@ def test_text_only_and_configuration_set(sandbox: SESSandbox) -> None:
     finally:
         provider.close()
     [sent] = sandbox.sent
-    assert "Html" not in sent["Content"]["Simple"]["Body"]
+    mail = raw_mime(sent)
+    assert mail.get_content_type() == "text/plain"
+    assert mail.get_content().strip() == "Someone bid more."
     assert sent["ConfigurationSetName"] == "clarion-events"
 
 

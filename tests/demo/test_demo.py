@@ -39,6 +39,16 @@ def check_report(output: str) -> None:
     assert "UNREGISTERED" in output  # bob's uninstalled app: a bad address
     for provider_id in ("MessageId=", "sid=SM", "name=", "status=200"):
         assert provider_id in output
+    # One email in German and one in Arabic, each with the layout's HTML and a text part.
+    assert statuses.count("sent") == 2, output
+    assert (
+        "email to erika@example.de: Sie wurden überboten "
+        "(multipart/alternative: text/plain + text/html, lang=de dir=ltr)"
+    ) in output
+    assert (
+        "email to amira@example.ae: انتهى المزاد "
+        "(multipart/alternative: text/plain + text/html, lang=ar dir=rtl)"
+    ) in output
 
 
 @pytest.mark.timeout(120)

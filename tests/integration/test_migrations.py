@@ -5,6 +5,8 @@ PostgreSQL (each test creates and drops its own database) and a SQLite file.
 
 from __future__ import annotations
 
+import ast
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,10 @@ CLARION_TABLES = {
     "user_addresses",
     "notification_deliveries",
     "delivery_attempts",
+    "email_layouts",
+    "user_locales",
+    "api_keys",
+    "idempotency_keys",
 }
 CLARION_ENUMS = {
     "attempt_outcome",
@@ -87,7 +93,7 @@ def _templates(url: str) -> list[tuple[str, str]]:
             return [
                 (r.auction_type, r.event)
                 for r in conn.execute(
-                    sa.text("SELECT auction_type, event FROM notification_templates")
+                    sa.text("SELECT DISTINCT auction_type, event FROM notification_templates")
                 )
             ]
     finally:
@@ -135,8 +141,22 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
     return {"enums": enums, "sequences": sequences, "functions": functions}
 
 
-def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+def test_revisions_form_one_chain_ending_at_the_head() -> None:
+    """Every revision builds on the one before it (file order), and the last one is the head."""
+    versions = Path(migrate.__file__).resolve().parent.parent / "migrations" / "versions"
+    chain: list[tuple[str, str | None]] = []
+    for path in sorted(versions.glob("[0-9][0-9][0-9][0-9]_*.py")):
+        values = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                if isinstance(target, ast.Name) and node.value is not None:
+                    values[target.id] = ast.literal_eval(node.value)
+        chain.append((values["revision"], values["down_revision"]))
+    assert chain[0][1] is None
+    for (previous, _), (revision, down) in itertools.pairwise(chain):
+        assert down == previous, f"{revision} builds on {down}, not on {previous}"
+    assert migrate.head() == chain[-1][0]
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

@@ -70,7 +70,9 @@ def test_notify_from_template(session: Session, clean_db: Engine) -> None:
     user = uuid.uuid4()
     template_id = session.scalars(
         sa.select(NotificationTemplate.template_id).where(
-            NotificationTemplate.auction_type == "english", NotificationTemplate.event == "outbid"
+            NotificationTemplate.auction_type == "english",
+            NotificationTemplate.event == "outbid",
+            NotificationTemplate.locale == "en",  # a user without a locale: the default
         )
     ).one()
 

@@ -168,7 +168,15 @@ SPEC_COLUMNS = {
 
 #: Columns Clarion adds beside the contract (documented in models/notifications.py).
 EXTRA_COLUMNS = {
-    "notifications": {"idempotency_key", "dispatched_at"},
+    "notifications": {
+        "idempotency_key",
+        "dispatched_at",
+        "locale",
+        "template_version",
+        "email_layout_version",
+        "email_html",
+        "email_text",
+    },
     "websocket_connections": set(),
     "real_time_events": set(),
 }

@@ -18,6 +18,7 @@ VARIABLES = sorted(f.metadata["env"] for f in dataclasses.fields(Settings))
 CROSS_CHECKS = {
     ("CLARION_RETRY_MIN_BACKOFF", "CLARION_RETRY_MAX_BACKOFF"),
     ("CLARION_EVENT_HISTORY_SECONDS", "CLARION_RETENTION_EVENTS_DAYS"),
+    ("CLARION_WEB_WORKERS", "CLARION_WEB_SESSION_SECRET"),
 }
 
 awkward = st.one_of(

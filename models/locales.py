@@ -1,0 +1,34 @@
+"""Every write to ``user_locales``: one locale per user, replaced in place."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from clarion.core.clock import utcnow
+from models.notifications import UserLocale
+
+
+def set_locale(session: Session, user_id: uuid.UUID, locale: str) -> str:
+    """Insert or replace the user's locale (flushed, not committed); returns it."""
+    now = utcnow()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    table = UserLocale.__table__
+    assert isinstance(table, sa.Table)
+    stmt = insert(table).values(user_id=user_id, locale=locale, created_at=now, updated_at=now)
+    # An upsert: two concurrent calls for one user end with one row, the last one's.
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["user_id"], set_={"locale": locale, "updated_at": now}
+        )
+    )
+    return locale
+
+
+def get_locale(session: Session, user_id: uuid.UUID) -> str | None:
+    return session.scalars(
+        sa.select(UserLocale.locale).where(UserLocale.user_id == user_id)
+    ).one_or_none()

@@ -150,7 +150,11 @@ def test_revisions_form_one_chain_ending_at_the_head() -> None:
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign | ast.AnnAssign):
                 target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-                if isinstance(target, ast.Name) and node.value is not None:
+                if (
+                    isinstance(target, ast.Name)
+                    and target.id in ("revision", "down_revision")
+                    and node.value is not None
+                ):
                     values[target.id] = ast.literal_eval(node.value)
         chain.append((values["revision"], values["down_revision"]))
     assert chain[0][1] is None

@@ -40,6 +40,7 @@ from clarion.locales import (
     normalize_locale,
     typed_json,
 )
+from clarion.metrics import notification_created
 from clarion.templating import render
 from models import (
     Category,
@@ -368,6 +369,8 @@ def _insert(session: Session, values: dict[str, Any]) -> Notification:
                     "idempotency_key", "is already used by a notification for another user"
                 )
             return existing
+    priority = values["priority"]
+    notification_created(str(getattr(priority, "value", priority)))
     return session.get_one(Notification, notification_id)
 
 

@@ -104,8 +104,24 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         count = scheduler.run_once()
         print(f"enqueued {count} deliveries")
         return ExitCode.OK
+    from clarion.metrics import start_scheduler_endpoint
+    from workers.exposition import Endpoint
+
+    endpoint = Endpoint.choose(
+        host=args.host,
+        port=args.port,
+        setting_host=settings.scheduler_metrics_host,
+        setting_port=settings.scheduler_metrics_port,
+        variable_prefix="CLARION_SCHEDULER_METRICS",
+    )
+    server = start_scheduler_endpoint(settings, scheduler, endpoint)
     scheduler.install_signal_handlers()
-    scheduler.run()
+    try:
+        scheduler.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return ExitCode.OK
 
 
@@ -113,6 +129,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import os
 
     settings = _settings()  # fail here, naming the variable, not inside a forked child
+    # First, before prometheus_client is imported: the processes' shared metrics.
+    from workers.exposition import Endpoint, new_samples_directory, prepare_worker_run
+
+    samples = new_samples_directory()
+    endpoint = Endpoint.choose(
+        host=args.host,
+        port=args.port,
+        setting_host=settings.worker_metrics_host,
+        setting_port=settings.worker_metrics_port,
+        variable_prefix="CLARION_WORKER_METRICS",
+    )
+    run = prepare_worker_run(samples, endpoint)
     # Dramatiq reads its idle-poll bound once, when first imported: an empty
     # queue (an urgent lane) is polled at least this often.
     os.environ.setdefault("dramatiq_worker_timeout", str(settings.worker_idle_poll_ms))
@@ -122,10 +150,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     argv = ["workers.entry", "--processes", str(args.processes), "--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
+    if endpoint.enabled:
+        argv += ["--fork-function", "workers.exposition:serve_worker_metrics"]
     sys.argv = ["clarion worker", *argv]
     # dramatiq.cli.main takes parsed arguments, not an argv list.
     parsed = make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
-    return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
+    try:
+        return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
+    finally:
+        run.close()
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -231,6 +264,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------
 
 
+def _metrics_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
+    from workers.exposition import port_number
+
+    parser.add_argument("--host", help=f"address of its /metrics endpoint (default: {prefix}_HOST)")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        help=f"port of its /metrics endpoint, 0 for none (default: {prefix}_PORT)",
+    )
+
+
 def _port(raw: str) -> int:
     try:
         port = int(raw)
@@ -259,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sched = sub.add_parser("scheduler", help="run the scheduler daemon")
     sched.add_argument("--once", action="store_true", help="one pass, then exit")
+    _metrics_flags(sched, "CLARION_SCHEDULER_METRICS")
     sched.set_defaults(func=cmd_scheduler)
 
     worker = sub.add_parser("worker", help="run delivery workers (Dramatiq)")
@@ -271,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads per process (default: 32)",
     )
     worker.add_argument("--queues", nargs="*", help="only these queues (default: all)")
+    _metrics_flags(worker, "CLARION_WORKER_METRICS")
     worker.set_defaults(func=cmd_worker)
 
     settings = sub.add_parser("settings", help="show every setting and its value")

@@ -367,9 +367,11 @@ class _ProcessRunner:
         clarion = [sys.executable, "-m", "clarion"]
         self.procs = [
             subprocess.Popen(
-                [*clarion, "worker", "--processes", "1", "--threads", "8"], env=self.env
+                # --port 0: no /metrics endpoint, so that demos never fight over a port
+                [*clarion, "worker", "--processes", "1", "--threads", "8", "--port", "0"],
+                env=self.env,
             ),
-            subprocess.Popen([*clarion, "scheduler"], env=self.env),
+            subprocess.Popen([*clarion, "scheduler", "--port", "0"], env=self.env),
         ]
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from realtime import protocol, wire
 from realtime.connection import text_frame
 from realtime.fanout import FanoutLog
 from realtime.index import SubscriptionIndex
+from realtime.metrics import GatewayMetrics
 from realtime.outbound import Outbound
 from realtime.store import REPLAY_LIMIT, Store
 from realtime.visibility import EventView, can_see, subscription_keys
@@ -65,8 +67,10 @@ class FanIn:
         events_channel: str,
         outbound: Outbound,
         fanout: FanoutLog | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.index = index
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.store = store
         self.outbound = outbound
         self.fanout = fanout
@@ -199,6 +203,7 @@ class FanIn:
             event = EventView.from_payload(json.loads(raw))
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed event message")
+            self.metrics.event("malformed")
             return 0
         return self.dispatch_view(event)
 
@@ -210,10 +215,15 @@ class FanIn:
         :mod:`realtime.connection`), and the sends are counted once per event.
         """
         if self.remember(event.event_id):
+            self.metrics.event("duplicate")
             return 0
         now = time.time()
         if event.expires_at is not None and event.expires_at <= now:
+            self.metrics.event("expired")
             return 0
+        self.metrics.event("dispatched")
+        self.metrics.arrived(_posix(event.payload.get("generated_at")), now)
+        event.arrived = time.monotonic()
         targets = self.index.subscribers(list(subscription_keys(event)))
         data = event.frame.encode()
         nbytes = len(data)
@@ -254,3 +264,16 @@ class FanIn:
         if len(self.seen) > SEEN_EVENTS:
             self.seen.popitem(last=False)
         return False
+
+
+def _posix(value: object) -> float | None:
+    """An ISO 8601 time from a payload as POSIX seconds (None if absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()

@@ -32,7 +32,7 @@ exit. Each part has a module of its own:
 ``GET /healthz`` on the gateway's port answers 200 while the gateway can
 receive events and 503 with the reason while its Redis subscription is down
 (:meth:`Gateway.health`); its body also counts the refusals by kind and shows
-the JWKS's state.
+the JWKS's state. ``GET /metrics`` is Prometheus text (:mod:`realtime.metrics`).
 
 Events arrive on Redis (``CLARION_EVENTS_CHANNEL``) from
 :func:`clarion.publish_event` (:mod:`realtime.outbox`); in-app notifications
@@ -50,6 +50,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -68,6 +69,7 @@ from realtime.fanout import FanoutLog
 from realtime.index import SubscriptionIndex
 from realtime.jobs import WATCH_INTERVAL, Jobs, every
 from realtime.limits import Refusals
+from realtime.metrics import GatewayMetrics, GatewayState
 from realtime.outbound import Outbound
 from realtime.outbox import Outlet, redis_client
 from realtime.presence import PresenceWriter
@@ -79,6 +81,8 @@ log = logging.getLogger("clarion.realtime.gateway")
 
 #: Answered with the gateway's health instead of an upgrade (see :meth:`Gateway.health`).
 HEALTH_PATH = "/healthz"
+#: Answered with Prometheus text instead of an upgrade (see :meth:`Gateway.metrics_text`).
+METRICS_PATH = "/metrics"
 
 
 class Gateway:
@@ -102,11 +106,13 @@ class Gateway:
         self.fanout = (
             FanoutLog(settings.gateway_fanout_log) if settings.gateway_fanout_log else None
         )
+        self.metrics = GatewayMetrics()
         self.fanin = FanIn(
             self.index,
             self.store,
             redis_url=settings.redis_url,
             events_channel=settings.events_channel,
+            metrics=self.metrics,
             outbound=self.outbound,
             fanout=self.fanout,
         )
@@ -117,6 +123,8 @@ class Gateway:
             ttl=settings.presence_ttl,
         )
         self.index.on_user_change = self.presence.changed
+        self.metrics.registry.register(GatewayState(self.index, self.fanin, self.refusals))
+        ProcessCollector(registry=self.metrics.registry)
         self.commands = Commands(
             verifier=self.verifier,
             history_seconds=settings.event_history_seconds,
@@ -225,10 +233,14 @@ class Gateway:
         log.info("gateway stopped")
 
     async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        """websockets' ``process_request``: ``GET /healthz`` is answered here, before any
-        upgrade; every other request is an upgrade for :class:`Admission`."""
-        if urllib.parse.urlsplit(request.path).path == HEALTH_PATH:
+        """websockets' ``process_request``: ``GET /healthz`` and ``GET /metrics`` are
+        answered here, before any upgrade; every other request is an upgrade for
+        :class:`Admission`."""
+        path = urllib.parse.urlsplit(request.path).path
+        if path == HEALTH_PATH:
             return self.health(ws)
+        if path == METRICS_PATH:
+            return self.metrics_text(ws)
         return await self.admission.authenticate(ws, request)
 
     def health(self, ws: ServerConnection) -> Response:
@@ -258,6 +270,13 @@ class Gateway:
         response.headers["Content-Type"] = "application/json"
         return response
 
+    def metrics_text(self, ws: ServerConnection) -> Response:
+        """200 with the gateway's metrics in Prometheus' text format."""
+        response = ws.respond(200, generate_latest(self.metrics.registry).decode())
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
     # --- the Hub a Connection reports to ----------------------------------------------
 
     def cut_off(self, conn: Connection, code: int, reason: str) -> None:
@@ -265,6 +284,7 @@ class Gateway:
         if conn.closing_reason is not None:
             return
         conn.closing_reason = reason
+        self.metrics.cut_off(reason)
         log.warning("closing connection %s: %s", conn.connection_id, reason)
         self.writer.update(conn.connection_id, connection_status=ConnectionStatus.DISCONNECTING)
         # Drop what is queued: the point is to stop holding memory for this client.
@@ -275,6 +295,7 @@ class Gateway:
         asyncio.get_running_loop().create_task(conn.socket.close_within(code, reason))
 
     def event_sent(self, conn: Connection, event: EventView, attempt: int) -> None:
+        self.metrics.frame_sent(event.arrived, attempt)
         self.outbound.event_sent(conn, event, attempt)
         if self.fanout is not None and attempt == 1:
             self.fanout.written(event.event_id)
@@ -284,6 +305,7 @@ class Gateway:
         self.fanout.expire()
 
     def notification_sent(self, conn: Connection, notification_id: str) -> None:
+        self.metrics.notifications.inc()
         self.outbound.notification_sent(conn, notification_id)
 
 

@@ -26,10 +26,13 @@ class SubscriptionIndex:
     def _changed(self, conn: Connection) -> None:
         if self.on_user_change is not None and conn.viewer.authenticated:
             self.on_user_change(conn.viewer.user_id)
+        #: connections opened since the gateway started (a metric)
+        self.opened = 0
 
     def open(self, conn: Connection) -> None:
         """Index a connection that is now open (authenticated ones by user too)."""
         self.connections.add(conn)
+        self.opened += 1
         if conn.viewer.authenticated:
             self.by_user[conn.viewer.user_id].add(conn)
         self._changed(conn)

@@ -49,6 +49,8 @@ class EventView:
     payload: dict[str, Any]
     #: The ``event`` frame sent to clients, serialised once for every receiver.
     frame: str = ""
+    #: When it reached this gateway live (monotonic seconds; 0.0: read from history)
+    arrived: float = 0.0
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> EventView:

@@ -55,6 +55,7 @@ from clarion.core.db import is_transient_error
 from clarion.core.errors import BrokerUnavailable
 from models.claims import Claims
 from models.retention import Retention
+from scheduler.metrics import SchedulerMetrics
 from scheduler.outage import Outage, describe
 from workers.queues import queue_for
 
@@ -89,8 +90,10 @@ class Scheduler:
         retention: Retention | None = None,
         retention_interval: float = 300.0,
         retention_max_seconds: float = 1.0,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
         self.claims = claims
+        self.metrics = metrics if metrics is not None else SchedulerMetrics()
         self.broker = broker
         self.actors = actors
         self.batch_size = batch_size
@@ -140,12 +143,14 @@ class Scheduler:
                 self.broker.enqueue(message)
             except Exception as exc:
                 self.stats.enqueue_failures += 1
+                self.metrics.enqueue_failures.inc()
                 raise BrokerUnavailable(
                     f"enqueue failed ({describe(exc)}); "
                     f"{len(self._unsent)} messages of queued deliveries held"
                 ) from exc
             self._unsent.popleft()
             self.stats.enqueued += 1
+            self.metrics.enqueued_to(message.queue_name)
 
     @property
     def unsent(self) -> int:
@@ -165,6 +170,7 @@ class Scheduler:
         cancelled = self.claims.cancel_expired()
         if cancelled:
             self.stats.cancelled += cancelled
+            self.metrics.expired.inc(cancelled)
             log.info("cancelled %d expired notifications", cancelled)
         total = 0
         # Deliveries the policy held (quiet hours, rate limit, collapse
@@ -182,12 +188,20 @@ class Scheduler:
             log.info("released %d held deliveries", len(released))
         while not self._stop.is_set():
             self._pending = []
+            started = time.perf_counter()
             claims = self.claims.claim_due(
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
                 queue_for=queue_for,
                 make_message=self._make_message,
             )
+            self.metrics.claim_seconds.observe(time.perf_counter() - started)
+            priorities = {c.notification_id: c.priority for c in claims}
+            claimed = len(priorities)
+            for priority, count in collections.Counter(priorities.values()).items():
+                self.metrics.claimed.labels(str(getattr(priority, "value", priority))).inc(count)
+            if claimed:
+                self.metrics.batch_size.observe(claimed)
             self._enqueue_pending()
             # Notifications taken, enqueued or not (the policy may hold or fold them all).
             claimed = claims.notifications
@@ -205,6 +219,7 @@ class Scheduler:
                 lease_seconds=self.lease_seconds,
                 make_message=self._make_message,
             )
+            self.metrics.reclaimed.inc(len(reclaimed))
             self._enqueue_pending()
             self.stats.reclaimed += len(reclaimed)
             total += len(reclaimed)

@@ -12,12 +12,14 @@ from models.enums import Category
 from models.policy import PolicyConfig
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
+from scheduler.metrics import SchedulerMetrics
 
 
 def build_scheduler(
     settings: Settings,
     broker: dramatiq.Broker,
     actors: dict[str, dramatiq.Actor[[str], None]],
+    metrics: SchedulerMetrics | None = None,
 ) -> Scheduler:
     url = settings.effective_database_url
     engine = make_engine(url)
@@ -39,6 +41,7 @@ def build_scheduler(
         retention=Retention(sessions, RetentionPolicy.from_settings(settings)),
         retention_interval=settings.retention_interval,
         retention_max_seconds=settings.retention_max_seconds,
+        metrics=metrics,
     )
 
 

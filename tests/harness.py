@@ -69,7 +69,8 @@ def wait_until(
 
 def clarion_env(aws_dir: Path, settings: Mapping[str, str]) -> dict[str, str]:
     """The environment of a Clarion subprocess: this one's without any of its
-    ``CLARION_*`` or provider credentials (an AWS config of its own, empty), plus ``settings``."""
+    ``CLARION_*`` or provider credentials (an AWS config of its own, empty), with the
+    metrics endpoints off, plus ``settings``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -80,6 +81,10 @@ def clarion_env(aws_dir: Path, settings: Mapping[str, str]) -> dict[str, str]:
             "AWS_CONFIG_FILE": str(aws_dir / "config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(aws_dir / "credentials"),
             "PYTHONUNBUFFERED": "1",
+            # Many workers and schedulers run side by side in the tests: no
+            # /metrics endpoint on the default ports unless a test asks for one.
+            "CLARION_WORKER_METRICS_PORT": "0",
+            "CLARION_SCHEDULER_METRICS_PORT": "0",
         }
     )
     env.update(settings)
@@ -162,14 +167,16 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def scheduler(self) -> Process:
-        return self._spawn("scheduler", ["scheduler"], SCHEDULER_READY)
+    def scheduler(self, *args: str) -> Process:
+        """``clarion scheduler`` with ``args`` (e.g. ``--port N``)."""
+        return self._spawn("scheduler", ["scheduler", *args], SCHEDULER_READY)
 
-    def worker(self, processes: int = 1, threads: int | None = None) -> Process:
+    def worker(self, processes: int = 1, threads: int | None = None, *args: str) -> Process:
+        """``clarion worker`` with ``args`` after the process and thread counts."""
         threads = self.worker_threads if threads is None else threads
         return self._spawn(
             "worker",
-            ["worker", "--processes", str(processes), "--threads", str(threads)],
+            ["worker", "--processes", str(processes), "--threads", str(threads), *args],
             WORKER_READY,
         )
 

@@ -37,6 +37,7 @@ from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
 from models.writeback import AttemptRecord, SendJob, WriteBack
+from workers.metrics import DeliveryMetrics
 from workers.outage import OutageTracker, provider_key
 from workers.retry_policy import Action, RetryPolicy, decide
 
@@ -87,8 +88,10 @@ class Deliverer:
         queued_lease_seconds: float = 3600.0,
         writeback_deadline: float = 60.0,
         outages: OutageTracker | None = None,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics if metrics is not None else DeliveryMetrics()
         self.outages = outages or OutageTracker()
         self.providers = providers
         self.policy = policy
@@ -119,15 +122,18 @@ class Deliverer:
         job = self._write(self.store.start_sending, delivery_id, lease_seconds=self.lease_seconds)
         if job is None:
             log.info("delivery %s is not sendable (already handled); message dropped", delivery_id)
+            self.metrics.drop()
             return Outcome(Result.DROPPED)
         try:
             provider = self.providers.get(job.channel)
         except ChannelError as exc:
-            return self._fail_without_attempt(job, str(exc))
+            return self._fail_without_attempt(job, str(exc), "none")
         targets = self._targets(job)
         if not targets:
             return self._fail_without_attempt(
-                job, f"no address: the user has no active {job.channel.value} address"
+                job,
+                f"no address: the user has no active {job.channel.value} address",
+                provider.name,
             )
 
         records: list[AttemptRecord] = []
@@ -177,6 +183,13 @@ class Deliverer:
                         provider_message_id=receipt.provider_message_id,
                     )
                 )
+            last = records[-1]
+            self.metrics.attempt(
+                job.channel.value,
+                last.provider,
+                last.outcome.value,
+                time.perf_counter() - clock,
+            )
 
         dead = [
             aid
@@ -209,7 +222,9 @@ class Deliverer:
                 "delivered" if delivered else "sent",
                 provider.name,
             )
-            return Outcome(Result.DELIVERED if delivered else Result.SENT)
+            result = Result.DELIVERED if delivered else Result.SENT
+            self.metrics.finished(job.channel.value, provider.name, result.value)
+            return Outcome(result)
 
         error = _worst(errors)
         attempts = job.attempts + 1
@@ -248,6 +263,8 @@ class Deliverer:
                 decision.reason,
                 decision.delay,
             )
+            self.metrics.retry(job.channel.value, provider.name, decision.reason)
+            self.metrics.finished(job.channel.value, provider.name, Result.RETRY.value)
             return Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text)
         exhausted = decision.action is Action.EXHAUSTED
         self._write(
@@ -268,10 +285,13 @@ class Deliverer:
             type(error).__name__,
             decision.reason,
         )
-        return Outcome(Result.EXHAUSTED if exhausted else Result.FAILED, error=text)
+        result = Result.EXHAUSTED if exhausted else Result.FAILED
+        self.metrics.finished(job.channel.value, provider.name, result.value)
+        return Outcome(result, error=text)
 
-    def _fail_without_attempt(self, job: SendJob, error: str) -> Outcome:
+    def _fail_without_attempt(self, job: SendJob, error: str, provider: str) -> Outcome:
         self._write(self.store.write_back, WriteBack(job, (), DeliveryStatus.FAILED, error=error))
+        self.metrics.finished(job.channel.value, provider, Result.FAILED.value)
         log.warning(
             "notification %s delivery %s failed: %s",
             job.notification_id,

@@ -52,6 +52,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _port_or_off(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a TCP port, 1 to 65535, or 0 (off), got {raw!r}")
+    return value
+
+
 def _days(raw: str) -> float:
     value = float(raw)
     if not value >= 0:
@@ -724,6 +731,33 @@ class Settings:
         _category_list,
         "Comma-separated categories that ignore opt-outs, quiet hours and the rate limit "
         "(like templates marked required). Empty: none.",
+    )
+    # --- metrics (Prometheus) --------------------------------------------------------
+    worker_metrics_host: str = setting(
+        "CLARION_WORKER_METRICS_HOST",
+        "127.0.0.1",
+        _str,
+        "Address of the /metrics endpoint of clarion worker (overridden by --host).",
+    )
+    worker_metrics_port: int = setting(
+        "CLARION_WORKER_METRICS_PORT",
+        9191,
+        _port_or_off,
+        "Port of the /metrics endpoint of clarion worker, one for all its processes "
+        "(overridden by --port); 0 turns it off.",
+    )
+    scheduler_metrics_host: str = setting(
+        "CLARION_SCHEDULER_METRICS_HOST",
+        "127.0.0.1",
+        _str,
+        "Address of the /metrics endpoint of clarion scheduler (overridden by --host).",
+    )
+    scheduler_metrics_port: int = setting(
+        "CLARION_SCHEDULER_METRICS_PORT",
+        9192,
+        _port_or_off,
+        "Port of the /metrics endpoint of clarion scheduler (overridden by --port); "
+        "0 turns it off.",
     )
     # --- logging --------------------------------------------------------------------
     log_level: str = setting(

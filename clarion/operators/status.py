@@ -106,6 +106,39 @@ def _by_status(s: Session, since: dt.datetime) -> dict[str, int]:
     return counts
 
 
+def oldest_due(s: Session, now: dt.datetime) -> tuple[str, float] | None:
+    """The oldest due notification no scheduler has claimed: (its id, seconds it has waited)."""
+    n = Notification
+    due_since = sa.func.coalesce(n.scheduled_at, n.created_at)
+    oldest = s.execute(
+        sa.select(n.notification_id, due_since.label("due"))
+        .where(
+            n.status == NotificationStatus.PENDING,
+            n.dispatched_at.is_(None),
+            sa.or_(n.scheduled_at.is_(None), n.scheduled_at <= now),
+            sa.or_(n.expires_at.is_(None), n.expires_at > now),
+        )
+        .order_by(due_since)
+        .limit(1)
+    ).one_or_none()
+    if oldest is None:
+        return None
+    due = as_utc(oldest.due)
+    assert due is not None
+    return str(oldest.notification_id), max(0.0, (now - due).total_seconds())
+
+
+def expired_leases(s: Session, now: dt.datetime) -> int:
+    """Deliveries still queued or sending past their lease (the sweep will queue them again)."""
+    d = Delivery
+    return int(
+        s.scalar(
+            sa.select(sa.func.count()).where(d.status.in_(IN_FLIGHT), d.lease_expires_at < now)
+        )
+        or 0
+    )
+
+
 def gather(
     sessions: sessionmaker[Session],
     dead_letters: DeadLetters,
@@ -114,44 +147,21 @@ def gather(
     broker: str,
 ) -> Report:
     now = utcnow()
-    n, d = Notification, Delivery
     with sessions() as s:
         last_hour = _by_status(s, now - dt.timedelta(hours=1))
         last_day = _by_status(s, now - dt.timedelta(days=1))
-        due_since = sa.func.coalesce(n.scheduled_at, n.created_at)
-        oldest = s.execute(
-            sa.select(n.notification_id, due_since.label("due"))
-            .where(
-                n.status == NotificationStatus.PENDING,
-                n.dispatched_at.is_(None),
-                sa.or_(n.scheduled_at.is_(None), n.scheduled_at <= now),
-                sa.or_(n.expires_at.is_(None), n.expires_at > now),
-            )
-            .order_by(due_since)
-            .limit(1)
-        ).one_or_none()
-        expired = int(
-            s.scalar(
-                sa.select(sa.func.count()).where(d.status.in_(IN_FLIGHT), d.lease_expires_at < now)
-            )
-            or 0
-        )
+        oldest = oldest_due(s, now)
+        expired = expired_leases(s, now)
         held, next_release = s.execute(
-            sa.select(sa.func.count(), sa.func.min(d.held_until)).where(
-                d.held_until.is_not(None), d.status == DeliveryStatus.QUEUED
+            sa.select(sa.func.count(), sa.func.min(Delivery.held_until)).where(
+                Delivery.held_until.is_not(None), Delivery.status == DeliveryStatus.QUEUED
             )
         ).one()
         policy = _policy_decisions(s, now - dt.timedelta(hours=1))
     in_database = dead_lettered_counts(sessions)
     queues = dead_letters.counts()
     workers = dead_letters.live_workers(thresholds.heartbeat_window)
-    age = None
-    oldest_id = None
-    if oldest is not None:
-        due = as_utc(oldest.due)
-        assert due is not None
-        age = max(0.0, (now - due).total_seconds())
-        oldest_id = str(oldest.notification_id)
+    oldest_id, age = oldest if oldest is not None else (None, None)
     problems = []
     if workers < thresholds.min_workers:
         problems.append(f"{workers} live workers (want at least {thresholds.min_workers})")

@@ -98,6 +98,20 @@ def create_app(settings: Settings) -> FastAPI:
             body["redis"] = f"down: {type(exc).__name__}"
         return JSONResponse(body, status_code=status)
 
+    # Imported here, not at the top: the CLI builds its parser from clarion.web, and
+    # prometheus_client must not be imported before clarion worker sets up its
+    # processes' shared samples (see workers.exposition).
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from clarion.metrics import web_registry
+
+    registry = web_registry(settings, engine=ctx.engine)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text: notifications created here, the farm's gauges, the process."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(app_api.router)
     app.include_router(inbox_api.router)
     app.include_router(console.router)

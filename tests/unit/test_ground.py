@@ -43,7 +43,16 @@ def test_importing_the_ground_loads_only_the_ground() -> None:
     ours = sorted(m for m in modules if m.split(".")[0] in OURS)
     assert ours == sorted(["clarion", "clarion.core", *GROUND])
     assert result["tables"] == 0
-    for client in ("redis", "dramatiq", "boto3", "twilio", "pyfcm", "httpx", "websockets"):
+    for client in (
+        "redis",
+        "dramatiq",
+        "boto3",
+        "twilio",
+        "pyfcm",
+        "httpx",
+        "websockets",
+        "prometheus_client",
+    ):
         assert client not in modules, client
 
 

@@ -42,6 +42,8 @@ class OutgoingMessage:
     secret: str | None = dataclasses.field(default=None, repr=False)
     # Stable across retries of the same delivery: the webhook-id, SES tag, ...
     idempotency_key: str = ""
+    # Extra email headers (List-Unsubscribe, RFC 8058); other channels ignore them.
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show the address or the body in logs
         return (

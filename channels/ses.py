@@ -176,6 +176,11 @@ class SESProvider(Provider):
                 {"Name": "clarion_delivery_id", "Value": str(message.delivery_id)},
             ],
         }
+        if message.headers:
+            # RFC 8058 List-Unsubscribe and List-Unsubscribe-Post, signed per recipient.
+            params["Content"]["Simple"]["Headers"] = [
+                {"Name": name, "Value": value} for name, value in message.headers.items()
+            ]
         if self.configuration_set:
             params["ConfigurationSetName"] = self.configuration_set
         try:

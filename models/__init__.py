@@ -21,6 +21,9 @@ from models.notifications import (
     UserAddress,
 )
 from models.realtime import RealTimeEvent, WebSocketConnection
+from models.receipts import ReceiptCount
+from models.suppressions import Suppression
+from models.unsubscribes import EmailUnsubscribe
 
 metadata = Base.metadata
 
@@ -34,6 +37,7 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "DeliveryStatus",
+    "EmailUnsubscribe",
     "EventCategory",
     "EventPriority",
     "Notification",
@@ -41,6 +45,8 @@ __all__ = [
     "NotificationTemplate",
     "Priority",
     "RealTimeEvent",
+    "ReceiptCount",
+    "Suppression",
     "UserAddress",
     "Visibility",
     "WebSocketConnection",

@@ -259,6 +259,8 @@ class Delivery(Base):
         ),
         sa.Index("ix_notification_deliveries_lease", "status", "lease_expires_at"),
         sa.Index("ix_notification_deliveries_message_id", "message_id"),
+        # A provider's delivery report finds its delivery by this (models.receipts).
+        sa.Index("ix_notification_deliveries_provider_message_id", "provider_message_id"),
     )
 
 

@@ -27,6 +27,9 @@ CLARION_TABLES = {
     "user_addresses",
     "notification_deliveries",
     "delivery_attempts",
+    "suppressions",
+    "email_unsubscribes",
+    "receipt_counts",
 }
 CLARION_ENUMS = {
     "attempt_outcome",
@@ -136,7 +139,7 @@ def _pg_objects(url: str) -> dict[str, set[str]]:
 
 
 def test_head_is_the_take_token_revision() -> None:
-    assert migrate.head() == "0002"
+    assert migrate.head() == "0008_receipts_suppression"
 
 
 def test_model_tables_are_the_clarion_tables() -> None:

@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.operators.commands import add_parsers
 
     add_parsers(sub)  # dlq, status, inspect
+    from clarion.web.server import add_parsers as add_web_parsers
+
+    add_web_parsers(sub)  # web, apikey
     return parser
 
 

@@ -1,5 +1,6 @@
 """Clarion's tables (SQLAlchemy 2 declarative models) and enumerations."""
 
+from models.apikeys import ApiKey, Scope
 from models.base import PLATFORM_TABLES, Base
 from models.enums import (
     AttemptOutcome,
@@ -13,6 +14,7 @@ from models.enums import (
     Priority,
     Visibility,
 )
+from models.idempotency import IdempotencyRecord
 from models.notifications import (
     Delivery,
     DeliveryAttempt,
@@ -29,6 +31,7 @@ metadata = Base.metadata
 
 __all__ = [
     "PLATFORM_TABLES",
+    "ApiKey",
     "AttemptOutcome",
     "Base",
     "Category",
@@ -40,12 +43,14 @@ __all__ = [
     "EmailUnsubscribe",
     "EventCategory",
     "EventPriority",
+    "IdempotencyRecord",
     "Notification",
     "NotificationStatus",
     "NotificationTemplate",
     "Priority",
     "RealTimeEvent",
     "ReceiptCount",
+    "Scope",
     "Suppression",
     "UserAddress",
     "Visibility",

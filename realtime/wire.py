@@ -10,7 +10,9 @@ A leaf module (it imports nothing of Clarion's) so that a delivery channel
   (``clarion:user:<user_id>``); every gateway listens on
   :data:`USER_CHANNEL_PATTERN` and forwards the message, as it is, to that
   user's connections: :func:`notification_message` is the client's
-  ``notification`` frame.
+  ``notification`` frame, :func:`badge_message` the ``badge`` frame (the
+  unread count after the user read or archived something through
+  ``clarion web``'s inbox API, so every open app updates its badge).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def notification_message(
             "data": dict(data),
         }
     )
+
+
+def badge_message(unread: int) -> str:
+    """The ``badge`` frame: the user's unread count, sent to all of their connections."""
+    return json.dumps({"type": "badge", "unread": int(unread)})
 
 
 def notification_id_of(text: str) -> str | None:

@@ -25,6 +25,8 @@ DATA_TABLES = (
     "user_addresses",
     "websocket_connections",
     "real_time_events",
+    "api_keys",
+    "idempotency_keys",
 )
 
 

@@ -519,6 +519,35 @@ class Settings:
         "Ask Twilio for delivery receipts: each SMS carries StatusCallback = "
         "CLARION_PUBLIC_BASE_URL + /receipts/twilio.",
     )
+    # --- web service -----------------------------------------------------------------
+    web_host: str = setting(
+        "CLARION_WEB_HOST", "127.0.0.1", _str, "Address clarion web (HTTP API, console) listens on."
+    )
+    web_port: int = setting("CLARION_WEB_PORT", 8080, _positive_int, "Port of clarion web.")
+    web_workers: int = setting(
+        "CLARION_WEB_WORKERS", 1, _positive_int, "Worker processes of clarion web (uvicorn)."
+    )
+    web_session_secret: str | None = setting(
+        "CLARION_WEB_SESSION_SECRET",
+        None,
+        _optional_str,
+        "Key that signs the console's session cookies, at least 32 characters. Unset: a random "
+        "key per start (sessions end when clarion web restarts); required with more than one "
+        "worker.",
+        secret=True,
+    )
+    web_secure_cookies: bool = setting(
+        "CLARION_WEB_SECURE_COOKIES",
+        False,
+        _bool,
+        "Mark the console's cookies Secure (sent over HTTPS only): true behind TLS.",
+    )
+    web_session_hours: float = setting(
+        "CLARION_WEB_SESSION_HOURS",
+        8.0,
+        _positive_float,
+        "A console session ends this many hours after sign-in.",
+    )
     # --- logging --------------------------------------------------------------------
     log_level: str = setting(
         "CLARION_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level."
@@ -551,6 +580,13 @@ class Settings:
             raise SettingsError(
                 "CLARION_RETENTION_EVENTS_DAYS",
                 "must keep events at least CLARION_EVENT_HISTORY_SECONDS (the resume window)",
+            )
+        if settings.web_session_secret is not None and len(settings.web_session_secret) < 32:
+            raise SettingsError("CLARION_WEB_SESSION_SECRET", "must be at least 32 characters")
+        if settings.web_workers > 1 and settings.web_session_secret is None:
+            # Each process would sign with a key of its own: sessions would break at random.
+            raise SettingsError(
+                "CLARION_WEB_SESSION_SECRET", "is required when CLARION_WEB_WORKERS is above 1"
             )
         return settings
 

@@ -1,7 +1,7 @@
 """Receipts, suppression and one-click unsubscribe.
 
 Revision ID: 0008_receipts_suppression
-Revises: 0002
+Revises: 0003_web (0002 on its own branch; the coordinator re-chains)
 Create Date: 2026-12-02
 
 * ``suppressions``: addresses never sent to again until an operator lifts
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0008_receipts_suppression"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_web"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

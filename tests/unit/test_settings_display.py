@@ -15,6 +15,7 @@ SECRETS = {
     "CLARION_TWILIO_AUTH_TOKEN": "twilio-token-0123",
     "CLARION_JWT_SECRET": "jwt-secret-0123456789abcdef0123456789",
     "CLARION_UNSUBSCRIBE_SECRET": "unsubscribe-secret-0123456789abcdef",
+    "CLARION_WEB_SESSION_SECRET": "web-session-secret-0123456789abcdef",
 }
 
 

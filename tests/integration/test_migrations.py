@@ -30,6 +30,8 @@ CLARION_TABLES = {
     "suppressions",
     "email_unsubscribes",
     "receipt_counts",
+    "api_keys",
+    "idempotency_keys",
 }
 CLARION_ENUMS = {
     "attempt_outcome",

@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.web.server import add_parsers as add_web_parsers
 
     add_web_parsers(sub)  # web, apikey
+    from clarion.receipts.commands import add_parsers as add_receipt_parsers
+
+    add_receipt_parsers(sub)  # suppression
     return parser
 
 

@@ -114,7 +114,7 @@ def suppress(
                 index_elements=["channel", "address"], index_where=sa.text("lifted_at IS NULL")
             )
         )
-        return bool(conn.execute(stmt).rowcount)
+        return conn.execute(stmt.returning(_S.c.suppression_id)).first() is not None
     if active_suppressions(conn, channel, [address]):
         return False
     conn.execute(sa.insert(_S).values(values))

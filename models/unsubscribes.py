@@ -45,8 +45,8 @@ def record_unsubscribe(conn: Connection, user_id: uuid.UUID, category: str, sour
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(_E).values(values).on_conflict_do_nothing()
-        return bool(conn.execute(stmt).rowcount)
+        stmt = insert(_E).values(values).on_conflict_do_nothing().returning(_E.c.user_id)
+        return conn.execute(stmt).first() is not None
     exists = conn.execute(
         sa.select(_E.c.user_id).where(_E.c.user_id == user_id, _E.c.category == category)
     ).first()

@@ -27,6 +27,9 @@ DATA_TABLES = (
     "real_time_events",
     "api_keys",
     "idempotency_keys",
+    "suppressions",
+    "email_unsubscribes",
+    "receipt_counts",
 )
 
 

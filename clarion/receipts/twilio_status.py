@@ -13,13 +13,14 @@ from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 
+from channels.twilio import STATUS_CALLBACK_PATH
 from models.enums import Channel
 from models.receipts import DeliveryReport, Reported, SuppressionRequest
 
 __all__ = ["CALLBACK_PATH", "status_report", "valid_signature"]
 
 #: Where ``clarion web`` takes Twilio's status callbacks.
-CALLBACK_PATH = "/receipts/twilio"
+CALLBACK_PATH = STATUS_CALLBACK_PATH
 
 _REPORTED = {
     "delivered": Reported.DELIVERED,

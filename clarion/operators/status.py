@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
 from models.enums import IN_FLIGHT, NotificationStatus
-from models.notifications import Delivery, Notification
+from models.notifications import Delivery, DeliveryAttempt, Notification
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Report:
     expired_leases: int
     live_workers: int
     problems: list[str]
+    #: provider -> {"attempts": {outcome: count in the last hour}, "breaker": state}
+    providers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -59,6 +62,7 @@ class Report:
             "oldest_due_notification_id": self.oldest_due_id,
             "expired_leases": self.expired_leases,
             "live_workers": self.live_workers,
+            "providers": self.providers,
         }
 
 
@@ -72,12 +76,33 @@ def _by_status(s: Session, since: dt.datetime) -> dict[str, int]:
     return counts
 
 
+def _providers(
+    s: Session, since: dt.datetime, breaker_states: Callable[[list[str]], dict[str, str]] | None
+) -> dict[str, dict[str, Any]]:
+    """Which provider did what in the last hour (receipts excluded), with its breaker state."""
+    a = DeliveryAttempt
+    out: dict[str, dict[str, Any]] = {}
+    rows = s.execute(
+        sa.select(a.provider, a.outcome, sa.func.count())
+        .where(a.created_at >= since, a.response["receipt"].as_string().is_(None))
+        .group_by(a.provider, a.outcome)
+    )
+    for provider, outcome, count in rows:
+        entry = out.setdefault(provider, {"attempts": {}, "breaker": "closed"})
+        entry["attempts"][str(getattr(outcome, "value", outcome))] = int(count)
+    if breaker_states is not None:
+        for provider, state in breaker_states(sorted(out)).items():
+            out.setdefault(provider, {"attempts": {}, "breaker": "closed"})["breaker"] = state
+    return out
+
+
 def gather(
     sessions: sessionmaker[Session],
     dead_letters: DeadLetters,
     thresholds: Thresholds,
     *,
     broker: str,
+    breaker_states: Callable[[list[str]], dict[str, str]] | None = None,
 ) -> Report:
     now = utcnow()
     n, d = Notification, Delivery
@@ -96,6 +121,7 @@ def gather(
             .order_by(due_since)
             .limit(1)
         ).one_or_none()
+        providers = _providers(s, now - dt.timedelta(hours=1), breaker_states)
         expired = int(
             s.scalar(
                 sa.select(sa.func.count()).where(d.status.in_(IN_FLIGHT), d.lease_expires_at < now)
@@ -122,4 +148,6 @@ def gather(
     dead = sum(q.dead for q in queues)
     if thresholds.max_dead is not None and dead > thresholds.max_dead:
         problems.append(f"{dead} dead letters (threshold {thresholds.max_dead})")
-    return Report(broker, queues, last_hour, last_day, age, oldest_id, expired, workers, problems)
+    return Report(
+        broker, queues, last_hour, last_day, age, oldest_id, expired, workers, problems, providers
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import urllib.parse
 from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
@@ -58,8 +57,7 @@ class ReceiptService:
             return Answer.FORBIDDEN, f"refused: {exc}"
         if message.type == "SubscriptionConfirmation":
             url = message.subscribe_url or ""
-            host = urllib.parse.urlsplit(url).hostname or ""
-            if not url.startswith("https://") or not sns._CERT_HOST.match(host):
+            if not sns.is_sns_url(url):
                 log.warning("SNS subscription refused: SubscribeURL is not on an SNS host")
                 return Answer.FORBIDDEN, "refused: SubscribeURL is not on an SNS host"
             self.confirm(url)

@@ -46,6 +46,7 @@ __all__ = [
     "SNSMessage",
     "canonical_string",
     "check_cert_url",
+    "is_sns_url",
     "ses_report",
     "verify",
 ]
@@ -106,6 +107,17 @@ def check_cert_url(url: str) -> str:
     if not parts.path.endswith(".pem"):
         raise Refused("SigningCertURL is not a .pem file")
     return url
+
+
+def is_sns_url(url: str) -> bool:
+    """Whether ``url`` is https on an SNS host (where a SubscribeURL may point)."""
+    parts = urllib.parse.urlsplit(url)
+    return (
+        parts.scheme == "https"
+        and not parts.username
+        and parts.port in (None, 443)
+        and bool(_CERT_HOST.match(parts.hostname or ""))
+    )
 
 
 def canonical_string(body: Mapping[str, Any]) -> bytes:

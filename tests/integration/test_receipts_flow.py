@@ -272,7 +272,8 @@ def test_a_retryable_failure_fails_over_to_the_next_provider(
 
 def test_a_permanent_error_never_fails_over(clean_db: Engine, redis_client: redis.Redis) -> None:
     ses, smtp = Scripted("ses", "permanent"), Scripted("smtp")
-    breaker = Breaker(redis_client, threshold=5, window=30, cooldown=30)
+    # One counted failure would open it: a permanent error must not count.
+    breaker = Breaker(redis_client, threshold=1, window=30, cooldown=30)
     delivery_id, _ = email(clean_db)
     outcome = deliverer(clean_db, ses, smtp, breaker=breaker).deliver(delivery_id)
     assert outcome.result is Result.FAILED

@@ -15,6 +15,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from channels.base import OutgoingMessage, PermanentError, Provider, Receipt, RetryableError
 from channels.registry import Providers
@@ -302,3 +303,32 @@ def test_the_breaker_opens_skips_then_probes(redis_client: redis.Redis) -> None:
     assert breaker.allow("ses")
     breaker.succeeded("ses")
     assert other.state("ses") is State.CLOSED and other.allow("ses")
+
+
+def test_dead_tokens_and_gone_endpoints_are_suppressions_too(clean_db: Engine) -> None:
+    from clarion.addresses import add_address
+
+    user = uuid.uuid4()
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_addresses (user_id, channel, address) VALUES"
+                " (:u, 'push', 'fcm-token-dead-0001'), (:u, 'webhook', 'https://hooks.example.com/x')"
+            ),
+            {"u": user},
+        )
+        ids = [r[0] for r in conn.execute(sa.text("SELECT address_id FROM user_addresses"))]
+    WriteBackStore(clean_db).disable_addresses(ids, "fcm reported the address unregistered")
+
+    def active() -> set[tuple[str, str, str]]:
+        with clean_db.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT channel, reason, source FROM suppressions WHERE lifted_at IS NULL")
+            )
+            return {(r[0], r[1], r[2]) for r in rows}
+
+    assert active() == {("push", "unregistered", "fcm"), ("webhook", "gone", "webhook")}
+    # The application registering the token again vouches for it.
+    with Session(clean_db) as s, s.begin():
+        add_address(user, "push", "fcm-token-dead-0001", session=s)
+    assert active() == {("webhook", "gone", "webhook")}

@@ -44,6 +44,8 @@ class OutgoingMessage:
     idempotency_key: str = ""
     # Push: messages with the same key replace each other on the device.
     collapse_key: str | None = None
+    # Extra email headers (List-Unsubscribe, RFC 8058); other channels ignore them.
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show the address or the body in logs
         return (

@@ -30,6 +30,8 @@ def build_mime(message: OutgoingMessage, *, from_address: str, msgid_domain: str
     # Lets a bounce or a support question be traced back to the notification.
     mail["X-Clarion-Notification-Id"] = str(message.notification_id)
     mail["X-Clarion-Delivery-Id"] = str(message.delivery_id)
+    for name, value in message.headers.items():  # List-Unsubscribe (RFC 8058), ...
+        mail[name] = value
     mail.set_content(message.body)
     if message.html:
         mail.add_alternative(message.html, subtype="html")

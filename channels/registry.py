@@ -1,9 +1,15 @@
-"""Which provider serves which channel, built from the settings on first use."""
+"""Which providers serve which channel, in failover order, built from the settings on first use.
+
+Email may have several (``CLARION_EMAIL_PROVIDERS=ses,smtp``); the other
+channels have one. The worker tries them in order: the one after the
+provider whose attempt failed retryably, skipping those whose circuit
+breaker is open (``workers.breaker``).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from channels.base import PermanentError, Provider
 from clarion.core.errors import SettingsError
@@ -14,13 +20,22 @@ Factory = Callable[[Settings], Provider]
 
 
 def _email(settings: Settings) -> Provider:
-    if settings.email_provider == "smtp":
+    return _email_named(settings, settings.email_provider)
+
+
+def _email_named(settings: Settings, name: str) -> Provider:
+    if name == "smtp":
         from channels.smtp import SMTPProvider
 
         return SMTPProvider.from_settings(settings)
     from channels.ses import SESProvider
 
     return SESProvider.from_settings(settings)
+
+
+def email_chain(settings: Settings) -> tuple[str, ...]:
+    """The email providers' names in failover order."""
+    return settings.email_providers or (settings.email_provider,)
 
 
 def _sms(settings: Settings) -> Provider:
@@ -69,11 +84,41 @@ class Providers:
         settings: Settings,
         overrides: Mapping[Channel, Provider] | None = None,
         factories: Mapping[Channel, Factory] = DEFAULT_FACTORIES,
+        chains: Mapping[Channel, Sequence[Provider]] | None = None,
     ) -> None:
         self._settings = settings
         self._factories = factories
         self._providers: dict[Channel, Provider] = dict(overrides or {})
+        self._chains = {c: list(p) for c, p in (chains or {}).items()}
         self._lock = threading.Lock()
+
+    def chain(self, channel: Channel) -> list[Provider]:
+        """The channel's providers in failover order (at least one).
+
+        Raises :class:`PermanentError` when the first is not configured; a
+        later one that is not configured is left out of the chain.
+        """
+        chain = self._chains.get(channel)
+        if chain is not None:
+            return chain
+        names = email_chain(self._settings) if channel is Channel.EMAIL else ()
+        if len(names) < 2 or channel in self._providers:
+            return [self.get(channel)]
+        with self._lock:
+            chain = self._chains.get(channel)
+            if chain is None:
+                chain = []
+                for name in names:
+                    try:
+                        chain.append(_email_named(self._settings, name))
+                    except SettingsError as exc:
+                        if not chain:
+                            raise PermanentError(
+                                f"{channel.value} provider {name} is not configured: {exc}",
+                                provider=name,
+                            ) from exc
+                self._chains[channel] = chain
+        return chain
 
     def get(self, channel: Channel) -> Provider:
         provider = self._providers.get(channel)
@@ -96,4 +141,8 @@ class Providers:
         with self._lock:
             for provider in self._providers.values():
                 provider.close()
+            for chain in self._chains.values():
+                for provider in chain:
+                    provider.close()
             self._providers.clear()
+            self._chains.clear()

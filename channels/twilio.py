@@ -88,6 +88,10 @@ def _redact(text: str) -> str:
     return _PHONE_LIKE.sub("[number]", text)[:MAX_ERROR_TEXT]
 
 
+#: Where ``clarion web`` takes Twilio's status callbacks (``clarion.web.receipts``).
+STATUS_CALLBACK_PATH = "/receipts/twilio"
+
+
 class _OneShotHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
     """``TwilioHttpClient`` with a timeout, no retries, the last response per thread, quiet logs."""
 
@@ -184,6 +188,11 @@ class TwilioProvider(Provider):
             messaging_service_sid=settings.twilio_messaging_service_sid,
             base_url=settings.twilio_base_url,
             timeout=settings.provider_timeout,
+            status_callback=(
+                settings.public_base_url + STATUS_CALLBACK_PATH
+                if settings.twilio_status_callback and settings.public_base_url
+                else None
+            ),
         )
 
     def send(self, message: OutgoingMessage) -> Receipt:

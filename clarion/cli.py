@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clarion.policy_commands import add_parsers as add_policy_parsers
 
     add_policy_parsers(sub)  # prefs, cancel
+    from clarion.receipts.commands import add_parsers as add_receipt_parsers
+
+    add_receipt_parsers(sub)  # suppression
     return parser
 
 

@@ -26,6 +26,9 @@ from models.notifications import (
 )
 from models.preferences import CollapseWindow, RateCounter, UserOptOut, UserQuietHours
 from models.realtime import RealTimeEvent, WebSocketConnection
+from models.receipts import ReceiptCount
+from models.suppressions import Suppression
+from models.unsubscribes import EmailUnsubscribe
 
 metadata = Base.metadata
 
@@ -42,6 +45,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryStatus",
     "EmailLayout",
+    "EmailUnsubscribe",
     "EventCategory",
     "EventPriority",
     "IdempotencyRecord",
@@ -51,7 +55,9 @@ __all__ = [
     "Priority",
     "RateCounter",
     "RealTimeEvent",
+    "ReceiptCount",
     "Scope",
+    "Suppression",
     "UserAddress",
     "UserLocale",
     "UserOptOut",

@@ -20,6 +20,7 @@ from clarion.core.clock import utcnow
 from clarion.core.errors import NotFoundError, ValidationError
 from models.enums import Channel
 from models.notifications import UserAddress
+from models.suppressions import lift
 
 
 def find(
@@ -63,6 +64,7 @@ def add(
             raise ValidationError(
                 "address", "is already registered for this user and channel"
             ) from None
+        _vouch(session, channel, address)
         return row
     if existing.is_active:
         raise ValidationError("address", "is already registered for this user and channel")
@@ -72,7 +74,16 @@ def add(
     existing.secret = secret
     existing.label = label
     session.flush()
+    _vouch(session, channel, address)
     return existing
+
+
+def _vouch(session: Session, channel: Channel, address: str) -> None:
+    """A device token or endpoint the provider reported dead is suppressed; the
+    application adding it again vouches for a new registration. (Email and SMS
+    suppressions, bounces and complaints, are lifted by an operator only.)"""
+    if channel in (Channel.PUSH, Channel.WEBHOOK):
+        lift(session.connection(), channel, address, reason="added again by the application")
 
 
 def disable(session: Session, address_id: uuid.UUID, reason: str) -> UserAddress:

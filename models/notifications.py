@@ -357,6 +357,8 @@ class Delivery(Base):
             sqlite_where=sa.text("held_until IS NOT NULL"),
         ),
         sa.Index("ix_notification_deliveries_folded_into", "folded_into"),
+        # A provider's delivery report finds its delivery by this (models.receipts).
+        sa.Index("ix_notification_deliveries_provider_message_id", "provider_message_id"),
     )
 
 

@@ -46,6 +46,8 @@ from models.notifications import (
     UserAddress,
 )
 from models.rollup import NotificationChange, lock_notifications, roll_up
+from models.suppressions import active_suppressions, suppress
+from models.unsubscribes import unsubscribed
 
 __all__ = [
     "AddressRow",
@@ -80,7 +82,14 @@ _TAKE = (
         take_token=sa.bindparam("token"),
         updated_at=sa.bindparam("now"),
     )
-    .returning(_D.c.delivery_id, _D.c.notification_id, _D.c.channel, _D.c.attempts, _D.c.throttles)
+    .returning(
+        _D.c.delivery_id,
+        _D.c.notification_id,
+        _D.c.channel,
+        _D.c.attempts,
+        _D.c.throttles,
+        _D.c.provider,
+    )
 )
 _NOTES = (
     sa.select(
@@ -184,6 +193,13 @@ class SendJob:
     #: For push: the FCM collapse key of a collapsible template's notifications
     #: about one auction, so that a device shows only the latest.
     collapse_key: str | None = None
+    #: The provider of the last attempt, which failed retryably (or None):
+    #: failover starts from the next provider in the channel's order.
+    last_provider: str | None = None
+    #: Those of ``addresses`` that are suppressed (as :func:`normal_address` makes them).
+    suppressed: frozenset[str] = frozenset()
+    #: Email only: the user unsubscribed from this category (one click).
+    unsubscribed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -274,6 +290,15 @@ def take_for_sending(
         if email_ids
         else {}
     )
+    blocked = _suppressed(conn, addresses)
+    opted_out = unsubscribed(
+        conn,
+        {
+            (notes[t.notification_id].user_id, _text(notes[t.notification_id].category))
+            for t in live
+            if Channel(t.channel) is Channel.EMAIL
+        },
+    )
     for t in live:
         note = notes[t.notification_id]
         channel = Channel(t.channel)
@@ -304,6 +329,9 @@ def take_for_sending(
                 if note.collapsible and note.auction_id is not None
                 else None
             ),
+            last_provider=t.provider,
+            suppressed=frozenset(blocked.get(channel, set())),
+            unsubscribed=(note.user_id, _text(note.category)) in opted_out,
         )
     return result
 
@@ -329,6 +357,18 @@ def _addresses(
         if key in wanted:
             found[key].append(AddressRow(row.address_id, row.address, row.secret))
     return found
+
+
+def _suppressed(
+    conn: Connection, addresses: Mapping[tuple[uuid.UUID, Channel], list[AddressRow]]
+) -> dict[Channel, set[str]]:
+    by_channel: dict[Channel, set[str]] = defaultdict(set)
+    for (_, channel), rows in addresses.items():
+        by_channel[channel].update(r.address for r in rows)
+    return {
+        channel: active_suppressions(conn, channel, wanted)
+        for channel, wanted in by_channel.items()
+    }
 
 
 def _cancel(conn: Connection, cancelled: Mapping[str, Sequence[Any]], now: dt.datetime) -> None:
@@ -510,14 +550,30 @@ class WriteBackStore:
             )
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
-        """Stop using addresses the provider rejected for good (a dead token, a gone endpoint)."""
+        """Stop using addresses the provider rejected for good (a dead token, a gone endpoint).
+
+        The address rows are disabled and the addresses suppressed
+        (:mod:`models.suppressions`), so that an operator sees them beside
+        bounces and complaints, and lifts them the same way.
+        """
         ids = list(address_ids)
         if not ids:
             return
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
+            rows = conn.execute(
                 sa.update(_U)
                 .where(_U.c.address_id.in_(ids))
                 .values(is_active=False, disabled_at=now, disabled_reason=reason, updated_at=now)
-            )
+                .returning(_U.c.address_id, _U.c.channel, _U.c.address)
+            ).all()
+            for row in rows:
+                channel = Channel(row.channel)
+                suppress(
+                    conn,
+                    channel,
+                    row.address,
+                    reason="unregistered" if channel is Channel.PUSH else "gone",
+                    source="fcm" if channel is Channel.PUSH else channel.value,
+                    receipt={"address_id": str(row.address_id), "detail": reason},
+                )

@@ -32,6 +32,9 @@ DATA_TABLES = (
     "user_quiet_hours",
     "collapse_windows",
     "rate_counters",
+    "suppressions",
+    "email_unsubscribes",
+    "receipt_counts",
 )
 
 

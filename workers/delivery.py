@@ -28,15 +28,19 @@ from channels.base import (
     BadAddressError,
     ChannelError,
     OutgoingMessage,
+    Provider,
     Receipt,
     RetryableError,
     ThrottledError,
 )
 from channels.registry import Providers
+from channels.unsubscribe import UnsubscribeLinks
 from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
+from models.suppressions import normal_address
 from models.writeback import AttemptRecord, SendJob, WriteBack
+from workers.breaker import Breaker
 from workers.metrics import DeliveryMetrics
 from workers.outage import OutageTracker, provider_key
 from workers.retry_policy import Action, RetryPolicy, decide
@@ -89,9 +93,16 @@ class Deliverer:
         writeback_deadline: float = 60.0,
         outages: OutageTracker | None = None,
         metrics: DeliveryMetrics | None = None,
+        breaker: Breaker | None = None,
+        unsubscribe: UnsubscribeLinks | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
+        #: Per provider, shared by the worker processes; consulted only where a
+        #: channel has providers to fail over to.
+        self.breaker = breaker
+        #: Adds RFC 8058 one-click unsubscribe headers to emails, when configured.
+        self.unsubscribe = unsubscribe
         self.outages = outages or OutageTracker()
         self.providers = providers
         self.policy = policy
@@ -125,7 +136,7 @@ class Deliverer:
             self.metrics.drop()
             return Outcome(Result.DROPPED)
         try:
-            provider = self.providers.get(job.channel)
+            chain = self.providers.chain(job.channel)
         except ChannelError as exc:
             return self._fail_without_attempt(job, str(exc), "none")
         targets = self._targets(job)
@@ -133,8 +144,27 @@ class Deliverer:
             return self._fail_without_attempt(
                 job,
                 f"no address: the user has no active {job.channel.value} address",
-                provider.name,
+                chain[0].name,
             )
+        if job.unsubscribed:
+            return self._fail_without_attempt(
+                job, f"unsubscribed: the user unsubscribed from {job.category} email", chain[0].name
+            )
+        if job.suppressed:
+            targets = [
+                (aid, m)
+                for aid, m in targets
+                if normal_address(job.channel, m.to) not in job.suppressed
+            ]
+            if not targets:
+                return self._fail_without_attempt(
+                    job,
+                    f"suppressed: the {job.channel.value} address is suppressed (a bounce, a "
+                    "complaint or a provider's report; `clarion suppression remove` lifts it)",
+                    chain[0].name,
+                )
+        provider = self._choose(job, chain)
+        failover = len(chain) > 1 and self.breaker is not None
 
         records: list[AttemptRecord] = []
         receipts: list[Receipt] = []
@@ -204,6 +234,11 @@ class Deliverer:
             )
 
         outage_key = provider_key(provider.name, targets[0][1].to)
+        if failover and self.breaker is not None:
+            if receipts:
+                self.breaker.succeeded(provider.name)
+            elif any(exc.retryable for _, exc in errors):
+                self.breaker.failed(provider.name)
         if receipts:
             self.outages.succeeded(outage_key)
             delivered = any(r.delivered for r in receipts)
@@ -289,6 +324,23 @@ class Deliverer:
         self.metrics.finished(job.channel.value, provider.name, result.value)
         return Outcome(result, error=text)
 
+    def _choose(self, job: SendJob, chain: list[Provider]) -> Provider:
+        """The provider for this attempt: the one after the provider whose
+        attempt failed (retryably) last, in the channel's order, skipping
+        those whose circuit breaker is open; the first of that order if all are."""
+        if len(chain) == 1:
+            return chain[0]
+        order = chain
+        names = [p.name for p in chain]
+        if job.last_provider in names:
+            i = names.index(job.last_provider)
+            order = chain[i + 1 :] + chain[: i + 1]
+        if self.breaker is not None:
+            for provider in order:
+                if self.breaker.allow(provider.name):
+                    return provider
+        return order[0]
+
     def _fail_without_attempt(self, job: SendJob, error: str, provider: str) -> Outcome:
         self._write(self.store.write_back, WriteBack(job, (), DeliveryStatus.FAILED, error=error))
         self.metrics.finished(job.channel.value, provider, Result.FAILED.value)
@@ -325,7 +377,12 @@ class Deliverer:
                 secret=secret,
                 idempotency_key=f"msg_{job.delivery_id.hex}",
                 collapse_key=job.collapse_key,
+                headers=headers,
             )
+
+        headers: dict[str, str] = {}
+        if job.channel is Channel.EMAIL and self.unsubscribe is not None:
+            headers = self.unsubscribe.headers(job.user_id, job.category)
 
         if job.channel is Channel.IN_APP:
             return [(None, message(str(job.user_id)))]

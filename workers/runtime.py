@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import threading
 
-from channels.registry import Providers
+from channels.registry import Providers, email_chain
+from channels.unsubscribe import UnsubscribeLinks
 from clarion.core.db import make_engine
 from clarion.core.settings import Settings, get_settings
 from models.writeback import WriteBackStore
 from workers.batching import GroupCommitter
+from workers.breaker import Breaker
 from workers.delivery import Deliverer
 from workers.outage import OutageTracker
 from workers.retry_policy import RetryPolicy
@@ -43,6 +45,17 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
         lease_seconds=settings.lease_seconds,
         queued_lease_seconds=settings.queued_lease_seconds,
         outages=OutageTracker(settings.outage_threshold),
+        breaker=Breaker.from_url(
+            settings.redis_url,
+            threshold=settings.breaker_threshold,
+            window=settings.breaker_window,
+            cooldown=settings.breaker_cooldown,
+        )
+        if len(email_chain(settings)) > 1
+        else None,
+        unsubscribe=UnsubscribeLinks(settings.public_base_url, settings.unsubscribe_secret)
+        if settings.public_base_url and settings.unsubscribe_secret
+        else None,
     )
 
 

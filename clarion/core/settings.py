@@ -172,6 +172,46 @@ def _optional_https_url(raw: str) -> str | None:
     return raw
 
 
+def _providers(*choices: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(raw: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in raw.split(",") if n.strip())
+        for name in names:
+            if name not in choices:
+                raise ValueError(f"providers must be among {', '.join(choices)}, got {name!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a provider is listed twice in {raw!r}")
+        return names
+
+    return parse
+
+
+def _optional_https_base(raw: str) -> str | None:
+    if not raw:
+        return None
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc:
+        raise ValueError(f"must be an https:// URL (http:// for local trials), got {raw!r}")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must not carry a query or a fragment")
+    return raw.rstrip("/")
+
+
+def _optional_secret_key(raw: str) -> str | None:
+    if not raw:
+        return None
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return raw
+
+
+def _arns(raw: str) -> tuple[str, ...]:
+    arns = tuple(a.strip() for a in raw.split(",") if a.strip())
+    for arn in arns:
+        if not arn.startswith("arn:") or arn.count(":") < 5:
+            raise ValueError(f"not an SNS topic ARN: {arn!r}")
+    return arns
+
+
 def setting(
     env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
 ) -> Any:
@@ -288,6 +328,35 @@ class Settings:
     )
     email_provider: str = setting(
         "CLARION_EMAIL_PROVIDER", "ses", _choice("ses", "smtp"), "Email provider: ses or smtp."
+    )
+    email_providers: tuple[str, ...] = setting(
+        "CLARION_EMAIL_PROVIDERS",
+        (),
+        _providers("ses", "smtp"),
+        "Email providers in failover order, comma-separated (ses,smtp). Unset: only "
+        "CLARION_EMAIL_PROVIDER. A delivery that failed retryably on one tries the next one on "
+        "its next attempt; a provider whose circuit breaker is open is skipped.",
+    )
+    breaker_threshold: int = setting(
+        "CLARION_BREAKER_THRESHOLD",
+        5,
+        _non_negative_int,
+        "Retryable failures (timeouts, 5xx, throttling) of a provider within "
+        "CLARION_BREAKER_WINDOW seconds, across all workers, that open its circuit breaker. "
+        "0: no breaker.",
+    )
+    breaker_window: float = setting(
+        "CLARION_BREAKER_WINDOW",
+        30.0,
+        _positive_float,
+        "Seconds over which a provider's failures are counted for its circuit breaker.",
+    )
+    breaker_cooldown: float = setting(
+        "CLARION_BREAKER_COOLDOWN",
+        30.0,
+        _positive_float,
+        "Seconds an open circuit breaker skips its provider; then one delivery probes it "
+        "(half-open): a success closes it, a failure opens it again.",
     )
     email_from: str = setting(
         "CLARION_EMAIL_FROM", "notifications@clarion.invalid", _str, "From address of emails."
@@ -663,6 +732,36 @@ class Settings:
         _days,
         "websocket_connections rows disconnected more than this many days ago are deleted. "
         "0 keeps them.",
+    )
+    # --- receipts, suppression, unsubscribe ------------------------------------------
+    public_base_url: str | None = setting(
+        "CLARION_PUBLIC_BASE_URL",
+        None,
+        _optional_https_base,
+        "The https URL at which `clarion web` is reached from outside (behind any proxy), "
+        "e.g. https://notify.example.com. Twilio signatures are checked over it and "
+        "List-Unsubscribe links point at it. Unset: emails carry no unsubscribe link.",
+    )
+    unsubscribe_secret: str | None = setting(
+        "CLARION_UNSUBSCRIBE_SECRET",
+        None,
+        _optional_secret_key,
+        "Key (at least 32 characters) signing the per-recipient one-click unsubscribe tokens.",
+        secret=True,
+    )
+    sns_topic_arns: tuple[str, ...] = setting(
+        "CLARION_SNS_TOPIC_ARNS",
+        (),
+        _arns,
+        "Comma-separated SNS topic ARNs whose SES events are accepted; any other topic is "
+        "refused (403). Unset: every SNS message is refused.",
+    )
+    twilio_status_callback: bool = setting(
+        "CLARION_TWILIO_STATUS_CALLBACK",
+        False,
+        _bool,
+        "Ask Twilio for delivery receipts: each SMS carries StatusCallback = "
+        "CLARION_PUBLIC_BASE_URL + /receipts/twilio.",
     )
     # --- web service -----------------------------------------------------------------
     web_host: str = setting(

@@ -613,8 +613,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     sessions = _sessions(settings)
     broker = "rabbitmq" if settings.broker_url.startswith("amqp") else "redis"
-    with _broker(settings) as store:
-        report = gather(sessions, store, thresholds, broker=broker)
+    from channels.registry import email_chain
+    from workers.breaker import Breaker
+
+    breaker = Breaker.from_url(
+        settings.redis_url,
+        threshold=settings.breaker_threshold,
+        window=settings.breaker_window,
+        cooldown=settings.breaker_cooldown,
+    )
+
+    def breaker_states(names: list[str]) -> dict[str, str]:
+        # Only where there is failover (a chain) is there a breaker.
+        chain = list(email_chain(settings)) if len(email_chain(settings)) > 1 else []
+        return {p: breaker.state(p).value for p in sorted(set(names) | set(chain)) if p in chain}
+
+    try:
+        with _broker(settings) as store:
+            report = gather(
+                sessions, store, thresholds, broker=broker, breaker_states=breaker_states
+            )
+    finally:
+        breaker.close()
     if args.json:
         _emit(report.to_json())
     else:
@@ -670,6 +690,20 @@ def _print_status(report: Any) -> None:
     if any(report.policy_last_hour.values()):
         decided = ", ".join(f"{v} {k}" for k, v in report.policy_last_hour.items() if v)
         console.print(f"policy decisions, last hour: {decided}")
+    if report.providers:
+        providers = Table(title="providers (attempts, last hour)", title_justify="left")
+        for col in ("provider", "sent", "delivered", "retryable", "throttled", "failed", "breaker"):
+            providers.add_column(col, justify="left" if col in ("provider", "breaker") else "right")
+        for name, entry in sorted(report.providers.items()):
+            got = entry["attempts"]
+            failed = got.get("permanent", 0) + got.get("bad_address", 0)
+            providers.add_row(
+                name,
+                *(str(got.get(k, 0)) for k in ("sent", "delivered", "retryable", "throttled")),
+                str(failed),
+                entry["breaker"],
+            )
+        console.print(providers)
     console.print("healthy" if report.healthy else "unhealthy: " + "; ".join(report.problems))
 
 

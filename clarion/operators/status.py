@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from clarion.core.clock import as_utc, utcnow
 from clarion.operators.deadletters import DeadLetters, QueueCounts
 from clarion.operators.dlq import Disagreement, compare_counts, dead_lettered_counts
 from models.enums import IN_FLIGHT, DeliveryStatus, NotificationStatus
-from models.notifications import Delivery, Notification
+from models.notifications import Delivery, DeliveryAttempt, Notification
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Report:
     next_release: dt.datetime | None = None
     #: The policy's decisions on deliveries created in the last hour.
     policy_last_hour: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: provider -> {"attempts": {outcome: count in the last hour}, "breaker": state}
+    providers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -93,6 +96,7 @@ class Report:
             if self.next_release is None
             else self.next_release.isoformat(timespec="seconds"),
             "policy_last_hour": self.policy_last_hour,
+            "providers": self.providers,
         }
 
 
@@ -139,12 +143,33 @@ def expired_leases(s: Session, now: dt.datetime) -> int:
     )
 
 
+def _providers(
+    s: Session, since: dt.datetime, breaker_states: Callable[[list[str]], dict[str, str]] | None
+) -> dict[str, dict[str, Any]]:
+    """Which provider did what in the last hour (receipts excluded), with its breaker state."""
+    a = DeliveryAttempt
+    out: dict[str, dict[str, Any]] = {}
+    rows = s.execute(
+        sa.select(a.provider, a.outcome, sa.func.count())
+        .where(a.created_at >= since, a.response["receipt"].as_string().is_(None))
+        .group_by(a.provider, a.outcome)
+    )
+    for provider, outcome, count in rows:
+        entry = out.setdefault(provider, {"attempts": {}, "breaker": "closed"})
+        entry["attempts"][str(getattr(outcome, "value", outcome))] = int(count)
+    if breaker_states is not None:
+        for provider, state in breaker_states(sorted(out)).items():
+            out.setdefault(provider, {"attempts": {}, "breaker": "closed"})["breaker"] = state
+    return out
+
+
 def gather(
     sessions: sessionmaker[Session],
     dead_letters: DeadLetters,
     thresholds: Thresholds,
     *,
     broker: str,
+    breaker_states: Callable[[list[str]], dict[str, str]] | None = None,
 ) -> Report:
     now = utcnow()
     with sessions() as s:
@@ -158,6 +183,7 @@ def gather(
             )
         ).one()
         policy = _policy_decisions(s, now - dt.timedelta(hours=1))
+        providers = _providers(s, now - dt.timedelta(hours=1), breaker_states)
     in_database = dead_lettered_counts(sessions)
     queues = dead_letters.counts()
     workers = dead_letters.live_workers(thresholds.heartbeat_window)
@@ -188,6 +214,7 @@ def gather(
         held=int(held or 0),
         next_release=as_utc(next_release),
         policy_last_hour=policy,
+        providers=providers,
     )
 
 

@@ -19,7 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from clarion import __version__
 from clarion.core.settings import Settings, get_settings
-from clarion.web import app_api, console, inbox_api, problems
+from clarion.web import app_api, console, inbox_api, problems, receipts
 from clarion.web.context import build_context
 from clarion.web.guards import Guards
 
@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(app_api.router)
     app.include_router(inbox_api.router)
     app.include_router(console.router)
+    app.include_router(receipts.router)
     return app
 
 

@@ -37,6 +37,9 @@ CLARION_TABLES = {
     "user_quiet_hours",
     "collapse_windows",
     "rate_counters",
+    "suppressions",
+    "email_unsubscribes",
+    "receipt_counts",
 }
 CLARION_ENUMS = {
     "attempt_outcome",

@@ -14,7 +14,8 @@ SECRETS = {
     "CLARION_TWILIO_ACCOUNT_SID": "AC0123456789abcdef",
     "CLARION_TWILIO_AUTH_TOKEN": "twilio-token-0123",
     "CLARION_JWT_SECRET": "jwt-secret-0123456789abcdef0123456789",
-    "CLARION_WEB_SESSION_SECRET": "web-session-secret-0123456789abcdef0123",
+    "CLARION_UNSUBSCRIBE_SECRET": "unsubscribe-secret-0123456789abcdef",
+    "CLARION_WEB_SESSION_SECRET": "web-session-secret-0123456789abcdef",
 }
 
 

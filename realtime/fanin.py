@@ -238,6 +238,7 @@ class FanIn:
                     direct += 1
         if direct:
             self.outbound.events_sent(event, direct)
+            self.metrics.frames_written(event.arrived, direct)
         if self.fanout is not None and count:
             self.fanout.dispatched(event, now, direct, count - direct)
         return count

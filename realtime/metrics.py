@@ -65,8 +65,9 @@ class GatewayMetrics:
         )
         self.fanout = Histogram(
             "clarion_gateway_fanout_seconds",
-            "From an event's arrival at the gateway to its frame written to one subscriber's "
-            "socket (first sends of live events).",
+            "From an event's arrival at the gateway to its frame written to a subscriber's "
+            "socket (first sends of live events): once per event for the frames written during "
+            "its dispatch, once per frame for those that waited in a connection's queue.",
             buckets=FANOUT_BUCKETS,
             registry=r,
         )
@@ -104,6 +105,13 @@ class GatewayMetrics:
             self._again.inc()
             return
         self._first.inc()
+        if arrived:
+            self.fanout.observe(time.monotonic() - arrived)
+
+    def frames_written(self, arrived: float, count: int) -> None:
+        """``count`` first sends of one event written during its dispatch (no queue): the
+        fan-out latency is observed once, at the last of them."""
+        self._first.inc(count)
         if arrived:
             self.fanout.observe(time.monotonic() - arrived)
 

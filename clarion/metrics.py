@@ -155,8 +155,8 @@ class RecordsCollector(Collector):
     shows what they sent. Every row in the tables is counted (the retention
     job bounds them), in one transaction under a statement timeout so that a
     slow database cannot hold a scrape. The counts cost time in proportion to
-    the rows (bench/web_metrics.py: about a third of a second for 200,000
-    notifications with 800,000 attempts), so they are counted at most once
+    the rows (bench/web_metrics.py: about 1 s for a million notifications
+    with four million attempts), so they are counted at most once
     per ``interval`` seconds: scrapes in between get the last counts. If
     counting fails, ``clarion_records_up`` is 0 and the families are left
     out.

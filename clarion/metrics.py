@@ -11,6 +11,10 @@ this module holds what belongs to none of them:
   age of the oldest due notification no scheduler has claimed, deliveries
   past their lease, live workers, read from PostgreSQL and the broker at
   each scrape with the queries of ``clarion status``;
+* :class:`RecordsCollector` (``clarion web`` only): notifications by status,
+  deliveries by channel/provider/status, provider calls by outcome, and
+  dead-lettered deliveries, counted in PostgreSQL at each scrape, so that
+  they survive the processes that did the work;
 * the endpoints of ``clarion scheduler`` (:func:`start_scheduler_endpoint`)
   and ``clarion web`` (:func:`asgi_app`); ``clarion worker``'s is set up by
   :mod:`workers.exposition` alone, because it must run before anything in
@@ -142,6 +146,125 @@ class FarmCollector(Collector):
         ]
 
 
+class RecordsCollector(Collector):
+    """What the farm has done, as PostgreSQL records it, counted at each scrape.
+
+    Farm-wide and durable: the figures outlive the processes that did the
+    work (a worker's own counters start from zero at each restart and vanish
+    with it), so a scrape of ``clarion web`` after the workers stopped still
+    shows what they sent. Every row in the tables is counted (the retention
+    job bounds them), in one transaction under a statement timeout so that a
+    slow database cannot hold a scrape. The counts cost time in proportion to
+    the rows (bench/web_metrics.py: about 1 s for a million notifications
+    with four million attempts), so they are counted at most once
+    per ``interval`` seconds: scrapes in between get the last counts. If
+    counting fails, ``clarion_records_up`` is 0 and the families are left
+    out.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        timeout_ms: int = 10_000,
+        interval: float = 30.0,
+    ) -> None:
+        self.sessions = sessions
+        self.timeout_ms = timeout_ms
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: tuple[float, list[Metric]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        import time
+
+        with self._lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < self.interval:
+                metrics, up = self._last[1], 1.0
+            else:
+                try:
+                    metrics = self._read()
+                except Exception as exc:
+                    log.warning("record metrics unavailable (%s)", type(exc).__name__)
+                    metrics, up = [], 0.0
+                    self._last = None
+                else:
+                    up = 1.0
+                    self._last = (now, metrics)
+        yield GaugeMetricFamily(
+            "clarion_records_up",
+            "1 if the last scrape could count the notifications, deliveries and attempts in "
+            "PostgreSQL.",
+            value=up,
+        )
+        yield from metrics
+
+    def _read(self) -> list[Metric]:
+        import sqlalchemy as sa
+
+        from models.enums import DeliveryStatus, NotificationStatus
+        from models.notifications import Delivery, DeliveryAttempt, Notification
+
+        def label(value: object) -> str:
+            return str(getattr(value, "value", value)) if value is not None else "none"
+
+        n, d, a = Notification, Delivery, DeliveryAttempt
+        with self.sessions() as s, s.begin():
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(sa.text(f"SET LOCAL statement_timeout = {int(self.timeout_ms)}"))
+            by_status = s.execute(sa.select(n.status, sa.func.count()).group_by(n.status)).all()
+            deliveries = s.execute(
+                sa.select(d.channel, d.provider, d.status, sa.func.count()).group_by(
+                    d.channel, d.provider, d.status
+                )
+            ).all()
+            attempts = s.execute(
+                sa.select(a.channel, a.provider, a.outcome, sa.func.count()).group_by(
+                    a.channel, a.provider, a.outcome
+                )
+            ).all()
+            dead = s.execute(
+                sa.select(d.channel, sa.func.count())
+                .where(d.dead_lettered_at.is_not(None), d.status == DeliveryStatus.FAILED)
+                .group_by(d.channel)
+            ).all()
+        notifications = GaugeMetricFamily(
+            "clarion_notifications",
+            "Notifications in the database by status (every status is listed, 0 included).",
+            labels=["status"],
+        )
+        counted = {label(status): int(count) for status, count in by_status}
+        for st in NotificationStatus:
+            notifications.add_metric([st.value], counted.get(st.value, 0))
+        per_delivery = GaugeMetricFamily(
+            "clarion_delivery_records",
+            "Deliveries (one per notification and channel) in the database by channel, the "
+            "provider that last took them (none: not attempted yet) and status.",
+            labels=["channel", "provider", "status"],
+        )
+        for channel, provider, status, count in deliveries:
+            per_delivery.add_metric([label(channel), label(provider), label(status)], count)
+        per_attempt = GaugeMetricFamily(
+            "clarion_attempt_records",
+            "Provider calls recorded in delivery_attempts, receipts included, by channel, "
+            "provider and outcome.",
+            labels=["channel", "provider", "outcome"],
+        )
+        for channel, provider, outcome, count in attempts:
+            per_attempt.add_metric([label(channel), label(provider), label(outcome)], count)
+        dead_lettered = GaugeMetricFamily(
+            "clarion_dead_lettered_deliveries",
+            "Deliveries that ran out of attempts and were dead-lettered and not requeued since, "
+            "by channel, as PostgreSQL records them (the broker's view: "
+            'clarion_queue_messages{state="dead"}).',
+            labels=["channel"],
+        )
+        for channel, count in dead:
+            dead_lettered.add_metric([label(channel)], count)
+        return [notifications, per_delivery, per_attempt, dead_lettered]
+
+
 def _bind(endpoint: Endpoint, registry: Collector) -> MetricsServer:
     from workers.exposition import bind
 
@@ -188,8 +311,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def web_registry(
     settings: Settings, *, engine: Engine | None = None, farm: bool = True
 ) -> CollectorRegistry:
-    """What ``clarion web`` serves: the notifications it created, the farm's gauges
-    (``farm=False`` leaves them to the scheduler) read through ``engine`` (the web
+    """What ``clarion web`` serves: the notifications it created, the farm's gauges and
+    the records' counts (``farm=False`` leaves them out) read through ``engine`` (the web
     service's own; None: a small one of its own), its process."""
     from clarion.core.db import make_engine, session_factory
 
@@ -198,7 +321,9 @@ def web_registry(
     if farm:
         if engine is None:
             engine = make_engine(settings.effective_database_url, pool_size=1, max_overflow=1)
-        registry.register(FarmCollector(session_factory(engine), settings.broker_url))
+        sessions = session_factory(engine)
+        registry.register(FarmCollector(sessions, settings.broker_url))
+        registry.register(RecordsCollector(sessions))
     ProcessCollector(registry=registry)
     return registry
 

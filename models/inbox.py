@@ -214,16 +214,14 @@ class Inbox:
                 or 0
             )
 
-    def owns(self, notification_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        """True if the notification exists and is the user's."""
+    def owner(self, notification_id: uuid.UUID) -> uuid.UUID | None:
+        """The user the notification belongs to; None when there is no such notification."""
         n = Notification
         with self.sessions() as s:
-            found = s.scalar(
-                sa.select(n.notification_id).where(
-                    n.notification_id == notification_id, n.user_id == user_id
-                )
+            found: uuid.UUID | None = s.scalar(
+                sa.select(n.user_id).where(n.notification_id == notification_id)
             )
-            return found is not None
+            return found
 
     def mark_all_read(self, user_id: uuid.UUID, *, at: dt.datetime | None = None) -> int:
         """Mark every unread notification of the user's inbox read; returns how many."""

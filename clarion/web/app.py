@@ -19,7 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from clarion import __version__
 from clarion.core.settings import Settings, get_settings
-from clarion.web import app_api, console, inbox_api, problems, receipts
+from clarion.web import app_api, console, inbox_api, problems, receipts, users_api
 from clarion.web.context import build_context
 from clarion.web.guards import Guards
 
@@ -30,6 +30,8 @@ DESCRIPTION = """Clarion over HTTP.
 * **Application API** (`/v1/notifications`, `/v1/events`): API keys made by
   `clarion apikey create`, as `Authorization: Bearer clk_...`, scoped
   `send` (create), `read` (read back), `operate` (the console).
+* **Users** (`/v1/users/{id}/locale`, `/v1/users/{id}/preferences`, `/v1/cancel`):
+  API keys, `send` to write, `read` to read, `operate` for both.
 * **Inbox API** (`/v1/inbox`): the user's HS256 JWT, the same as the real-time
   gateway's, as `Authorization: Bearer <JWT>`.
 
@@ -113,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(app_api.router)
+    app.include_router(users_api.router)
     app.include_router(inbox_api.router)
     app.include_router(console.router)
     app.include_router(receipts.router)

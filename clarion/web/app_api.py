@@ -79,6 +79,12 @@ class NotificationIn(BaseModel):
     idempotency_key: str | None = Field(
         None, description="the notification's own key, as in clarion.notify"
     )
+    locale: str | None = Field(
+        None, description="BCP 47: render in this locale this once (else the user's stored one)"
+    )
+    cancellation_key: str | None = Field(
+        None, description="a key POST /v1/cancel can later cancel it by"
+    )
 
 
 class BulkIn(BaseModel):

@@ -44,8 +44,11 @@ def _unauthorized(detail: str, realm: str) -> Problem:
     )
 
 
-def require_scope(scope: Scope) -> Callable[..., KeyInfo]:
-    """A dependency: the caller's API key, which must be active and hold ``scope``."""
+def require_scope(scope: Scope, *alternatives: Scope) -> Callable[..., KeyInfo]:
+    """A dependency: the caller's API key, which must be active and hold ``scope``
+    (or one of ``alternatives``)."""
+    accepted = (scope, *alternatives)
+    names = " or ".join(repr(s.value) for s in accepted)
 
     def check(
         request: Request,
@@ -59,12 +62,12 @@ def require_scope(scope: Scope) -> Callable[..., KeyInfo]:
             raise _unauthorized("unknown API key", "api")
         if not key.active:
             raise _unauthorized("this API key was revoked", "api")
-        if scope not in key.scopes:
+        if not any(s in key.scopes for s in accepted):
+            extra: dict[str, object] = {"required_scope": scope.value}
+            if alternatives:
+                extra["required_scopes"] = [s.value for s in accepted]
             raise Problem(
-                403,
-                f"this API key lacks the {scope.value!r} scope",
-                kind="forbidden",
-                extra={"required_scope": scope.value},
+                403, f"this API key lacks the {names} scope", kind="forbidden", extra=extra
             )
         return key
 

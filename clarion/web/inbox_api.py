@@ -2,8 +2,9 @@
 
 Authenticated by the user's HS256 JWT, the same token the real-time gateway
 takes; every query and update is bounded by the token's user, so a user only
-ever sees and changes their own rows (another user's notification is "not
-found", as on the gateway: the answer does not confirm that the id exists).
+ever sees and changes their own rows: another user's notification is 403
+(forbidden) and changes nothing; an id that is nobody's is 404. Telling the
+two apart reveals nothing guessable: notification ids are random UUIDs.
 A change that moves the unread count publishes a ``badge`` frame on the
 user's Redis channel, which every gateway forwards to that user's
 connections (:func:`realtime.wire.badge_message`).
@@ -37,7 +38,11 @@ log = logging.getLogger("clarion.web")
 router = APIRouter(
     prefix="/v1/inbox",
     tags=["inbox"],
-    responses={**API_ERRORS, 404: documented("not a notification of this user")},
+    responses={
+        **API_ERRORS,
+        403: documented("another user's notification"),
+        404: documented("no such notification"),
+    },
 )
 
 
@@ -156,8 +161,11 @@ def count(request: Request, user: User = Depends(current_user)) -> dict[str, int
 
 def _own(ctx: WebContext, notification_id: str, user: User) -> uuid.UUID:
     nid = as_uuid(notification_id, "notification_id")
-    if not ctx.inbox.owns(nid, user.user_id):
-        raise Problem(404, f"no notification {nid} in your inbox", kind="not-found")
+    owner = ctx.inbox.owner(nid)
+    if owner is None:
+        raise Problem(404, f"no notification {nid}", kind="not-found")
+    if owner != user.user_id:
+        raise Problem(403, f"notification {nid} is another user's", kind="forbidden")
     return nid
 
 

@@ -302,10 +302,17 @@ def test_the_inbox_refuses_bad_tokens_and_other_users(
             for token in (None, expired, forged, keys["all"], "garbage"):
                 r = http.request(method, path, headers=bearer(token) if token else {})
                 assert_problem(r, 401)
-        # Bob's token: Alice's notification is not in his inbox, nor can he change it.
+        # Bob's token: Alice's notification is forbidden to him, whatever he asks of it.
         for method, path in routes[3:]:
             r = http.request(method, path, headers=bearer(make_token(bob, SECRET)))
-            assert_problem(r, 404)
+            forbidden = assert_problem(r, 403)
+            assert "another user's" in forbidden["detail"], forbidden
+            # An id that is nobody's is not found (for Alice too).
+            nobody = path.replace(nid, str(uuid.uuid4()))
+            for user in (alice, bob):
+                assert_problem(
+                    http.request(method, nobody, headers=bearer(make_token(user, SECRET))), 404
+                )
         bobs = http.get("/v1/inbox", headers=bearer(make_token(bob, SECRET))).json()
         assert bobs["items"] == [] and bobs["unread"] == 0
         assert (

@@ -94,7 +94,9 @@ class CallbackSender:
         decision = decide(
             error,
             attempts=attempts,
-            throttles=0,
+            # Every try is counted in the row; as throttles too, so that a platform
+            # answering 429 for ever is bounded by the policy's max_throttles.
+            throttles=attempts,
             max_attempts=self.max_attempts,
             policy=self.policy,
         )

@@ -1,7 +1,8 @@
 """Which providers serve which channel, in failover order, built from the settings on first use.
 
-Email may have several (``CLARION_EMAIL_PROVIDERS=ses,smtp``); the other
-channels have one. The worker tries them in order: the one after the
+Email may have several (``CLARION_EMAIL_PROVIDERS=ses,smtp``), and so may
+SMS (``CLARION_SMS_PROVIDERS=twilio,twilio_backup``: two Twilio accounts or
+messaging services); the other channels have one. The worker tries them in order: the one after the
 provider whose attempt failed retryably, skipping those whose circuit
 breaker is open (``workers.breaker``).
 """
@@ -38,10 +39,33 @@ def email_chain(settings: Settings) -> tuple[str, ...]:
     return settings.email_providers or (settings.email_provider,)
 
 
+def sms_chain(settings: Settings) -> tuple[str, ...]:
+    """The SMS providers' names in failover order."""
+    return settings.sms_providers or ("twilio",)
+
+
+def failover_chains(settings: Settings) -> dict[Channel, tuple[str, ...]]:
+    """The channels with more than one provider, and their providers in order."""
+    chains = {Channel.EMAIL: email_chain(settings), Channel.SMS: sms_chain(settings)}
+    return {channel: names for channel, names in chains.items() if len(names) > 1}
+
+
 def _sms(settings: Settings) -> Provider:
+    return _sms_named(settings, sms_chain(settings)[0])
+
+
+def _sms_named(settings: Settings, name: str) -> Provider:
     from channels.twilio import TwilioProvider
 
+    if name == "twilio_backup":
+        return TwilioProvider.backup_from_settings(settings)
     return TwilioProvider.from_settings(settings)
+
+
+_NAMED: Mapping[Channel, Callable[[Settings, str], Provider]] = {
+    Channel.EMAIL: _email_named,
+    Channel.SMS: _sms_named,
+}
 
 
 def _push(settings: Settings) -> Provider:
@@ -101,7 +125,7 @@ class Providers:
         chain = self._chains.get(channel)
         if chain is not None:
             return chain
-        names = email_chain(self._settings) if channel is Channel.EMAIL else ()
+        names = failover_chains(self._settings).get(channel, ())
         if len(names) < 2 or channel in self._providers:
             return [self.get(channel)]
         with self._lock:
@@ -110,7 +134,7 @@ class Providers:
                 chain = []
                 for name in names:
                     try:
-                        chain.append(_email_named(self._settings, name))
+                        chain.append(_NAMED[channel](self._settings, name))
                     except SettingsError as exc:
                         if not chain:
                             raise PermanentError(

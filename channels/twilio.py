@@ -188,11 +188,33 @@ class TwilioProvider(Provider):
             messaging_service_sid=settings.twilio_messaging_service_sid,
             base_url=settings.twilio_base_url,
             timeout=settings.provider_timeout,
-            status_callback=(
-                settings.public_base_url + STATUS_CALLBACK_PATH
-                if settings.twilio_status_callback and settings.public_base_url
-                else None
-            ),
+            status_callback=_status_callback(settings),
+        )
+
+    @classmethod
+    def backup_from_settings(cls, settings: Settings) -> TwilioProvider:
+        """``twilio_backup`` from ``CLARION_TWILIO_BACKUP_*``: a second account, or the
+        first account with another sender (number or messaging service)."""
+        if not settings.twilio_backup_from and not settings.twilio_backup_messaging_service_sid:
+            raise SettingsError(
+                "CLARION_TWILIO_BACKUP_FROM",
+                "set it or CLARION_TWILIO_BACKUP_MESSAGING_SERVICE_SID for twilio_backup",
+            )
+        account_sid = settings.twilio_backup_account_sid or settings.twilio_account_sid
+        auth_token = settings.twilio_backup_auth_token or settings.twilio_auth_token
+        if not account_sid or not auth_token:
+            raise SettingsError(
+                "CLARION_TWILIO_BACKUP_ACCOUNT_SID",
+                "required for twilio_backup (or CLARION_TWILIO_ACCOUNT_SID to share the account)",
+            )
+        return TwilioBackupProvider(
+            account_sid=account_sid,
+            auth_token=auth_token,
+            from_number=settings.twilio_backup_from,
+            messaging_service_sid=settings.twilio_backup_messaging_service_sid,
+            base_url=settings.twilio_base_url,
+            timeout=settings.provider_timeout,
+            status_callback=_status_callback(settings),
         )
 
     def send(self, message: OutgoingMessage) -> Receipt:
@@ -286,6 +308,20 @@ class TwilioProvider(Provider):
         if code in BAD_ADDRESS_CODES:
             return BadAddressError(described, disable_address=BAD_ADDRESS_CODES[code], **kwargs)
         return PermanentError(described, **kwargs)
+
+
+class TwilioBackupProvider(TwilioProvider):
+    """The second provider of the SMS chain (``CLARION_SMS_PROVIDERS=twilio,twilio_backup``):
+    another Twilio account or messaging service, named apart in the attempt history and
+    with a circuit breaker of its own."""
+
+    name = "twilio_backup"
+
+
+def _status_callback(settings: Settings) -> str | None:
+    if settings.twilio_status_callback and settings.public_base_url:
+        return settings.public_base_url + STATUS_CALLBACK_PATH
+    return None
 
 
 def sms_text(message: OutgoingMessage) -> str:

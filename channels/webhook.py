@@ -323,15 +323,29 @@ class WebhookProvider(Provider):
             raise limits.too_large_error(self.name, too_large)
         # Stable across retries, so the receiver can deduplicate (Standard Webhooks).
         msg_id = message.idempotency_key or str(message.delivery_id)
-        timestamp = int(time.time())
         body = json.dumps(self.payload(message), separators=(",", ":"), ensure_ascii=False).encode()
+        receipt = self.post(url, msg_id, body, message.secret)
+        logger.debug(
+            "webhook answered notification_id=%s delivery_id=%s status=%s",
+            message.notification_id,
+            message.delivery_id,
+            receipt.response.get("status"),
+        )
+        return receipt
+
+    def post(self, url: httpx.URL | str, msg_id: str, body: bytes, secret: str | None) -> Receipt:
+        """POST ``body`` (JSON) to ``url``, signed with ``secret`` under ``webhook-id:
+        msg_id``; the receipt for a 2xx, else the error the answer means (see the
+        module docstring). Also Clarion's own status callbacks (``workers.callbacks``)."""
+        url = httpx.URL(url) if isinstance(url, str) else url
+        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
         }
-        if message.secret:
-            headers["webhook-signature"] = sign(message.secret, msg_id, timestamp, body)
+        if secret:
+            headers["webhook-signature"] = sign(secret, msg_id, timestamp, body)
         # Without a secret the endpoint gets an unsigned request, which is what
         # an endpoint registered without one asked for.
         status: int | None = None
@@ -357,12 +371,6 @@ class WebhookProvider(Provider):
             # The answer arrived; only closing the connection failed. Raising
             # now would retry a request the endpoint has already answered.
         assert status is not None  # set before anything after the connect can fail
-        logger.debug(
-            "webhook answered notification_id=%s delivery_id=%s status=%s",
-            message.notification_id,
-            message.delivery_id,
-            status,
-        )
         return self._outcome(status, retry_after, msg_id)
 
     def _outcome(self, status: int, retry_after: float | None, msg_id: str) -> Receipt:

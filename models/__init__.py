@@ -2,6 +2,7 @@
 
 from models.apikeys import ApiKey, Scope
 from models.base import PLATFORM_TABLES, Base
+from models.callbacks import StatusCallback
 from models.enums import (
     AttemptOutcome,
     Category,
@@ -57,6 +58,7 @@ __all__ = [
     "RealTimeEvent",
     "ReceiptCount",
     "Scope",
+    "StatusCallback",
     "Suppression",
     "UserAddress",
     "UserLocale",

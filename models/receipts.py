@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.clock import utcnow
 from models.base import Base, Timestamp
+from models.callbacks import CallbackEvent, record_events
 from models.enums import AttemptOutcome, Channel, DeliveryStatus
 from models.notifications import Delivery, DeliveryAttempt
 from models.rollup import NotificationChange, lock_notifications, roll_up
@@ -117,8 +118,14 @@ _OUTCOME = {
 }
 
 
-def apply_report(conn: Connection, report: DeliveryReport) -> Applied:
-    """Apply ``report`` in the caller's transaction (see the module docstring)."""
+def apply_report(
+    conn: Connection, report: DeliveryReport, callbacks: frozenset[str] = frozenset()
+) -> Applied:
+    """Apply ``report`` in the caller's transaction (see the module docstring).
+
+    A report that moves the delivery records its status callback when its event
+    is among ``callbacks``: ``delivered``, or ``bounced`` (failed by the report).
+    """
     for s in report.suppress:
         suppress(
             conn,
@@ -197,6 +204,24 @@ def apply_report(conn: Connection, report: DeliveryReport) -> Applied:
         .values(**values)
     )
     roll_up(conn, {row.notification_id: change}, now=now, notes=notes)
+    if callbacks:
+        record_events(
+            conn,
+            [
+                CallbackEvent(
+                    notification_id=row.notification_id,
+                    delivery_id=row.delivery_id,
+                    channel=Channel(row.channel),
+                    event="delivered" if target is DeliveryStatus.DELIVERED else "bounced",
+                    provider=report.provider,
+                    provider_message_id=report.provider_message_id,
+                    error=None if target is DeliveryStatus.DELIVERED else text,
+                    receipt=report.kind,
+                    occurred_at=report.occurred_at or now,
+                )
+            ],
+            callbacks,
+        )
     _count(conn, report.provider, Applied.MOVED)
     return Applied.MOVED
 

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from clarion.core.clock import as_utc, utcnow
+from models.callbacks import CallbackEvent, record_events
 from models.enums import AttemptOutcome, Channel, DeliveryStatus, NotificationStatus
 from models.notifications import (
     Delivery,
@@ -392,9 +393,15 @@ def _cancel(conn: Connection, cancelled: Mapping[str, Sequence[Any]], now: dt.da
 # --- writing outcomes back -----------------------------------------------------------
 
 
-def write_back(conn: Connection, items: Sequence[WriteBack]) -> list[WriteBack]:
+def write_back(
+    conn: Connection, items: Sequence[WriteBack], callbacks: frozenset[str] = frozenset()
+) -> list[WriteBack]:
     """Write the outcomes of many deliveries: delivery rows, attempt history, and
     each notification's rolled-up status, in the caller's transaction.
+
+    An outcome among ``callbacks`` (``sent``, ``delivered``, ``failed``) also
+    gets its status callback row (:mod:`models.callbacks`), in the same
+    transaction: the outcome and the news of it commit together.
 
     Idempotent: an item whose take was written back already (a retry after a
     lost commit acknowledgement) or was superseded (the delivery was swept
@@ -486,7 +493,39 @@ def write_back(conn: Connection, items: Sequence[WriteBack]) -> list[WriteBack]:
     if attempt_rows:
         conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     roll_up(conn, changes, now=now, notes=notes)
+    if callbacks:
+        record_events(conn, _events(applied, now), callbacks)
     return skipped
+
+
+_FINAL_EVENTS = {
+    DeliveryStatus.SENT: "sent",
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.FAILED: "failed",
+}
+
+
+def _events(items: Sequence[WriteBack], now: dt.datetime) -> list[CallbackEvent]:
+    events = []
+    for item in items:
+        event = _FINAL_EVENTS.get(item.status)
+        if event is None:
+            continue
+        ok = next((a for a in item.attempts if a.outcome in _ACCEPTED), None)
+        shown = ok or (item.attempts[-1] if item.attempts else None)
+        events.append(
+            CallbackEvent(
+                notification_id=item.job.notification_id,
+                delivery_id=item.job.delivery_id,
+                channel=item.job.channel,
+                event=event,
+                provider=shown.provider if shown is not None else None,
+                provider_message_id=ok.provider_message_id if ok else None,
+                error=item.error,
+                occurred_at=now,
+            )
+        )
+    return events
 
 
 def _combined_response(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
@@ -507,8 +546,10 @@ class WriteBackStore:
     """The workers' database side (a :class:`~workers.delivery.DeliveryStore`):
     each call runs in a transaction of its own and commits before returning."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, callbacks: frozenset[str] = frozenset()) -> None:
         self.engine = engine
+        #: Outcomes that get a status callback row (``models.callbacks.callback_events``).
+        self.callbacks = callbacks
 
     def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None:
         """The redelivery guard: queued -> sending in one conditional UPDATE.
@@ -539,7 +580,7 @@ class WriteBackStore:
         not written twice.
         """
         with self.engine.begin() as conn:
-            skipped = write_back(conn, items)
+            skipped = write_back(conn, items, self.callbacks)
         for item in skipped:
             log.info(
                 "notification %s delivery %s: write-back of take %s skipped"

@@ -10,7 +10,10 @@ One loop, several duties, each in a transaction of its own:
    per delivery on its channel's queue (the claim applies the delivery
    policy: ``models.policy``);
 3. queue again the deliveries whose lease ran out with no outcome;
-4. every ``retention_interval``, purge rows past retention
+4. relay due status callbacks (:mod:`models.callbacks`) to the broker, each
+   with a lease: one the broker lost, or a worker died posting, is relayed
+   again when its lease runs out;
+5. every ``retention_interval``, purge rows past retention
    (:mod:`models.retention`) for at most ``retention_max_seconds``.
 
 It sleeps until the next of: a ``NOTIFY clarion_notifications`` (sent by a
@@ -53,6 +56,7 @@ import sqlalchemy as sa
 from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
 from clarion.core.errors import BrokerUnavailable
+from models.callbacks import CallbackOutbox
 from models.claims import Claims
 from models.retention import Retention
 from scheduler.metrics import SchedulerMetrics
@@ -91,7 +95,13 @@ class Scheduler:
         retention_interval: float = 300.0,
         retention_max_seconds: float = 1.0,
         metrics: SchedulerMetrics | None = None,
+        callbacks: CallbackOutbox | None = None,
+        callback_actor: dramatiq.Actor[[str], None] | None = None,
+        callback_lease_seconds: float = 300.0,
     ) -> None:
+        self.callbacks = callbacks
+        self.callback_actor = callback_actor
+        self.callback_lease_seconds = callback_lease_seconds
         self.claims = claims
         self.metrics = metrics if metrics is not None else SchedulerMetrics()
         self.broker = broker
@@ -223,7 +233,30 @@ class Scheduler:
             self._enqueue_pending()
             self.stats.reclaimed += len(reclaimed)
             total += len(reclaimed)
+        self._relay_callbacks()
         return total
+
+    def _relay_callbacks(self) -> None:
+        """Hand due status callbacks to the broker. Leased before they are enqueued:
+        a failed enqueue leaves them to the next pass after the lease, never lost."""
+        if self.callbacks is None or self.callback_actor is None:
+            return
+        while True:
+            ids = self.callbacks.claim_due(
+                limit=self.batch_size, lease_seconds=self.callback_lease_seconds
+            )
+            for event_id in ids:
+                try:
+                    self.broker.enqueue(self.callback_actor.message(str(event_id)))
+                except Exception as exc:
+                    raise BrokerUnavailable(
+                        f"enqueue of a status callback failed ({describe(exc)}); "
+                        "it is relayed again when its lease runs out"
+                    ) from exc
+            if ids:
+                log.info("relayed %d status callbacks", len(ids))
+            if len(ids) < self.batch_size:
+                return
 
     # --- the loop ---------------------------------------------------------------------
 

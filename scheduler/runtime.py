@@ -7,12 +7,14 @@ import sqlalchemy as sa
 
 from clarion.core.db import make_engine, session_factory
 from clarion.core.settings import Settings
+from models.callbacks import CallbackOutbox
 from models.claims import Claims
 from models.enums import Category
 from models.policy import PolicyConfig
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
 from scheduler.metrics import SchedulerMetrics
+from workers.callbacks import declare_callback_actor
 
 
 def build_scheduler(
@@ -42,6 +44,12 @@ def build_scheduler(
         retention_interval=settings.retention_interval,
         retention_max_seconds=settings.retention_max_seconds,
         metrics=metrics,
+        callbacks=CallbackOutbox(engine) if settings.status_callback_url else None,
+        # Declared here to make its messages; the workers declare it to run them.
+        callback_actor=declare_callback_actor(broker, lambda: None)
+        if settings.status_callback_url
+        else None,
+        callback_lease_seconds=settings.status_callback_lease_seconds,
     )
 
 

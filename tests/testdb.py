@@ -35,6 +35,7 @@ DATA_TABLES = (
     "suppressions",
     "email_unsubscribes",
     "receipt_counts",
+    "status_callbacks",
 )
 
 

@@ -17,6 +17,7 @@ from clarion.core.logging import configure_logging
 from clarion.core.settings import get_settings, safe_url
 from workers.actors import declare_actors
 from workers.broker import make_broker
+from workers.callbacks import declare_callback_actor, get_sender
 from workers.exposition import close_inherited_listener
 from workers.metrics import WorkerMetrics
 from workers.runtime import get_deliverer
@@ -33,3 +34,4 @@ broker = make_broker(settings)
 broker.add_middleware(WorkerMetrics())
 dramatiq.set_broker(broker)
 actors = declare_actors(broker, get_deliverer)
+callback_actor = declare_callback_actor(broker, get_sender)

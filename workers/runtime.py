@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import threading
 
-from channels.registry import Providers, email_chain
+from channels.registry import Providers, failover_chains
 from channels.unsubscribe import UnsubscribeLinks
 from clarion.core.db import make_engine
 from clarion.core.settings import Settings, get_settings
+from models.callbacks import callback_events
 from models.writeback import WriteBackStore
 from workers.batching import GroupCommitter
 from workers.breaker import Breaker
@@ -39,7 +40,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
     # deliverer retries a write on a dropped connection anyway.
     engine = make_engine(settings.effective_database_url, pool_pre_ping=False)
     return Deliverer(
-        GroupCommitter(WriteBackStore(engine)),
+        GroupCommitter(WriteBackStore(engine, callbacks=callback_events(settings))),
         providers or Providers(settings),
         policy=policy_from(settings),
         lease_seconds=settings.lease_seconds,
@@ -51,7 +52,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
             window=settings.breaker_window,
             cooldown=settings.breaker_cooldown,
         )
-        if len(email_chain(settings)) > 1
+        if failover_chains(settings)
         else None,
         unsubscribe=UnsubscribeLinks(settings.public_base_url, settings.unsubscribe_secret)
         if settings.public_base_url and settings.unsubscribe_secret

@@ -108,6 +108,8 @@ class TwilioSandbox(HTTPSandbox):
         #: The form of every accepted message (To, From, Body, ...), in order.
         self.sent: list[dict[str, str]] = []
         self._blocked: dict[str, int] = {}
+        #: Further accounts answered beside the first (SID -> auth token).
+        self.accounts: dict[str, str] = {}
         # Not the base class's lock: reset() calls on_reset() while holding it.
         self._state_lock = threading.Lock()
 
@@ -116,6 +118,15 @@ class TwilioSandbox(HTTPSandbox):
         """Answer every later message to ``number`` with HTTP 400 and Twilio ``code``."""
         with self._state_lock:
             self._blocked[number] = code
+
+    def add_account(self) -> tuple[str, str]:
+        """Answer a second account too (a failover's backup); returns its SID and token.
+
+        A fault with ``path_contains=f"/Accounts/{sid}/"`` hits one account only."""
+        sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+        with self._state_lock:
+            self.accounts[sid] = token
+        return sid, token
 
     def on_reset(self) -> None:
         with self._state_lock:
@@ -166,10 +177,15 @@ class TwilioSandbox(HTTPSandbox):
             user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
+        if account == self.account_sid:
+            token = self.auth_token
+        else:
+            with self._state_lock:
+                token = self.accounts.get(account, "")
         return (
-            secrets.compare_digest(user, self.account_sid)
-            and secrets.compare_digest(password, self.auth_token)
-            and account == self.account_sid
+            bool(token)
+            and secrets.compare_digest(user, account)
+            and secrets.compare_digest(password, token)
         )
 
     def _message_resource(self, account: str, form: dict[str, str]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ variable whose value it cannot use. ``clarion settings`` prints them all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -202,6 +204,43 @@ def _optional_secret_key(raw: str) -> str | None:
     if len(raw) < 32:
         raise ValueError("must be at least 32 characters long")
     return raw
+
+
+def _optional_callback_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc:
+        raise ValueError(f"must be an https:// URL (http:// inside your network), got {raw!r}")
+    if parsed.username or parsed.password:
+        raise ValueError("must not carry credentials (the requests are signed instead)")
+    return raw
+
+
+def _optional_webhook_secret(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith("whsec_"):
+        raise ValueError("must be a Standard Webhooks secret: whsec_ then base64 of 24 to 64 bytes")
+    try:
+        key = base64.b64decode(raw[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the text after whsec_ is not base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key must be 24 to 64 bytes, got {len(key)}")
+    return raw
+
+
+#: What a status callback can report (``CLARION_STATUS_CALLBACK_EVENTS``).
+CALLBACK_EVENTS = ("sent", "delivered", "failed", "bounced")
+
+
+def _callback_events(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if name not in CALLBACK_EVENTS:
+            raise ValueError(f"events must be among {', '.join(CALLBACK_EVENTS)}, got {name!r}")
+    return tuple(dict.fromkeys(names))
 
 
 def _arns(raw: str) -> tuple[str, ...]:
@@ -435,6 +474,37 @@ class Settings:
         None,
         _optional_str,
         "Override of the Twilio API base URL (a local sandbox).",
+    )
+    sms_providers: tuple[str, ...] = setting(
+        "CLARION_SMS_PROVIDERS",
+        (),
+        _providers("twilio", "twilio_backup"),
+        "SMS providers in failover order, comma-separated (twilio,twilio_backup). Unset: only "
+        "twilio. twilio_backup is a second Twilio account or messaging service "
+        "(CLARION_TWILIO_BACKUP_*); the circuit breaker and failover work as for email.",
+    )
+    twilio_backup_account_sid: str | None = setting(
+        "CLARION_TWILIO_BACKUP_ACCOUNT_SID",
+        None,
+        _optional_str,
+        "Account SID of twilio_backup; unset: the same account as twilio (another sender).",
+        secret=True,
+    )
+    twilio_backup_auth_token: str | None = setting(
+        "CLARION_TWILIO_BACKUP_AUTH_TOKEN",
+        None,
+        _optional_str,
+        "Auth token of twilio_backup's account (with CLARION_TWILIO_BACKUP_ACCOUNT_SID).",
+        secret=True,
+    )
+    twilio_backup_from: str | None = setting(
+        "CLARION_TWILIO_BACKUP_FROM", None, _optional_str, "Sender number (E.164) of twilio_backup."
+    )
+    twilio_backup_messaging_service_sid: str | None = setting(
+        "CLARION_TWILIO_BACKUP_MESSAGING_SERVICE_SID",
+        None,
+        _optional_str,
+        "Messaging service of twilio_backup; used instead of CLARION_TWILIO_BACKUP_FROM when set.",
     )
     fcm_service_account_file: str | None = setting(
         "CLARION_FCM_SERVICE_ACCOUNT_FILE",
@@ -763,6 +833,44 @@ class Settings:
         "Ask Twilio for delivery receipts: each SMS carries StatusCallback = "
         "CLARION_PUBLIC_BASE_URL + /receipts/twilio.",
     )
+    # --- status callbacks to the platform --------------------------------------------
+    status_callback_url: str | None = setting(
+        "CLARION_STATUS_CALLBACK_URL",
+        None,
+        _optional_callback_url,
+        "The platform's endpoint told when a delivery reaches one of "
+        "CLARION_STATUS_CALLBACK_EVENTS (a signed JSON POST, Standard Webhooks). Unset: no "
+        "status callbacks. Private and loopback hosts are allowed: the operator sets it.",
+    )
+    status_callback_secret: str | None = setting(
+        "CLARION_STATUS_CALLBACK_SECRET",
+        None,
+        _optional_webhook_secret,
+        "Key signing the status callbacks: whsec_ then base64 of 24 to 64 bytes; required with "
+        "CLARION_STATUS_CALLBACK_URL.",
+        secret=True,
+    )
+    status_callback_events: tuple[str, ...] = setting(
+        "CLARION_STATUS_CALLBACK_EVENTS",
+        CALLBACK_EVENTS,
+        _callback_events,
+        "Which delivery outcomes are called back, comma-separated: sent (a provider accepted "
+        "it), delivered, failed (by Clarion), bounced (failed by a provider's later report).",
+    )
+    status_callback_max_attempts: int = setting(
+        "CLARION_STATUS_CALLBACK_MAX_ATTEMPTS",
+        12,
+        _positive_int,
+        "Attempts at posting one status callback (backoff between CLARION_RETRY_MIN_BACKOFF and "
+        "CLARION_RETRY_MAX_BACKOFF) before it is failed and dead-lettered.",
+    )
+    status_callback_lease_seconds: float = setting(
+        "CLARION_STATUS_CALLBACK_LEASE_SECONDS",
+        300.0,
+        _positive_float,
+        "Seconds after which a status callback handed to the broker with no outcome (a lost "
+        "message, a worker killed mid-post) is handed to it again by the scheduler.",
+    )
     # --- web service -----------------------------------------------------------------
     web_host: str = setting(
         "CLARION_WEB_HOST", "127.0.0.1", _str, "Address clarion web (HTTP API, console) listens on."
@@ -890,6 +998,20 @@ class Settings:
             raise SettingsError(
                 "CLARION_RETENTION_EVENTS_DAYS",
                 "must keep events at least CLARION_EVENT_HISTORY_SECONDS (the resume window)",
+            )
+        if settings.status_callback_url and not settings.status_callback_secret:
+            raise SettingsError(
+                "CLARION_STATUS_CALLBACK_SECRET", "is required with CLARION_STATUS_CALLBACK_URL"
+            )
+        if bool(settings.twilio_backup_account_sid) != bool(settings.twilio_backup_auth_token):
+            missing = (
+                "CLARION_TWILIO_BACKUP_AUTH_TOKEN"
+                if settings.twilio_backup_account_sid
+                else "CLARION_TWILIO_BACKUP_ACCOUNT_SID"
+            )
+            raise SettingsError(
+                missing,
+                "CLARION_TWILIO_BACKUP_ACCOUNT_SID and _AUTH_TOKEN are set together or not at all",
             )
         if settings.web_session_secret is not None and len(settings.web_session_secret) < 32:
             raise SettingsError("CLARION_WEB_SESSION_SECRET", "must be at least 32 characters")

@@ -613,7 +613,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     sessions = _sessions(settings)
     broker = "rabbitmq" if settings.broker_url.startswith("amqp") else "redis"
-    from channels.registry import email_chain
+    from channels.registry import failover_chains
     from workers.breaker import Breaker
 
     breaker = Breaker.from_url(
@@ -625,7 +625,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     def breaker_states(names: list[str]) -> dict[str, str]:
         # Only where there is failover (a chain) is there a breaker.
-        chain = list(email_chain(settings)) if len(email_chain(settings)) > 1 else []
+        chain = [name for names in failover_chains(settings).values() for name in names]
         return {p: breaker.state(p).value for p in sorted(set(names) | set(chain)) if p in chain}
 
     try:

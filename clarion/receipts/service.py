@@ -19,6 +19,7 @@ from clarion.core.clock import utcnow
 from clarion.core.settings import Settings
 from clarion.receipts import sns
 from clarion.receipts.twilio_status import status_report, valid_signature
+from models.callbacks import callback_events
 from models.receipts import Applied, DeliveryReport, apply_report
 from models.unsubscribes import record_unsubscribe
 
@@ -83,7 +84,10 @@ class ReceiptService:
             return Answer.NOT_CONFIGURED, (
                 "not configured: CLARION_TWILIO_AUTH_TOKEN and CLARION_PUBLIC_BASE_URL are needed"
             )
-        if not valid_signature(token, base + path_and_query, params, signature):
+        # The backup account of the SMS chain (CLARION_SMS_PROVIDERS) signs its
+        # callbacks with its own token.
+        tokens = [t for t in (token, self.settings.twilio_backup_auth_token) if t]
+        if not any(valid_signature(t, base + path_and_query, params, signature) for t in tokens):
             log.warning("Twilio callback refused: X-Twilio-Signature does not match")
             return Answer.FORBIDDEN, "refused: X-Twilio-Signature does not match"
         report = status_report(params)
@@ -93,7 +97,7 @@ class ReceiptService:
 
     def _apply(self, report: DeliveryReport) -> str:
         with self.engine.begin() as conn:
-            applied = apply_report(conn, report)
+            applied = apply_report(conn, report, callbacks=callback_events(self.settings))
         if applied is Applied.UNKNOWN:
             log.info(
                 "%s report %s for an unknown message id; counted", report.provider, report.kind

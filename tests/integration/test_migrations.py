@@ -40,6 +40,7 @@ CLARION_TABLES = {
     "suppressions",
     "email_unsubscribes",
     "receipt_counts",
+    "status_callbacks",
 }
 CLARION_ENUMS = {
     "attempt_outcome",

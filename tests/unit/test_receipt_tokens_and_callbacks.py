@@ -113,3 +113,28 @@ def test_a_verified_subscription_is_confirmed_at_sns_only() -> None:
     forged = dict(body, SubscribeURL="https://sns.us-east-1.amazonaws.com/?Token=other")
     assert service.sns(json.dumps(forged).encode())[0] is Answer.FORBIDDEN
     assert confirmed == [url]
+
+
+def test_twilio_callbacks_of_the_backup_account_are_accepted_with_its_token() -> None:
+    import models
+
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    models.metadata.create_all(engine)
+    service = ReceiptService(
+        settings=Settings(
+            twilio_auth_token="first-token",
+            twilio_backup_account_sid="AC2",
+            twilio_backup_auth_token="backup-token",
+            public_base_url="https://notify.example.com",
+        ),
+        engine=engine,
+        certificates=sns.CertificateStore(lambda url: b""),
+        confirm=lambda url: None,
+    )
+    url = "https://notify.example.com/receipts/twilio"
+    params = {"MessageSid": "SM-not-ours", "MessageStatus": "delivered"}
+    for token in ("first-token", "backup-token"):
+        signature = RequestValidator(token).compute_signature(url, params)
+        assert service.twilio("/receipts/twilio", params, signature) == (Answer.OK, "unknown")
+    forged = RequestValidator("other-token").compute_signature(url, params)
+    assert service.twilio("/receipts/twilio", params, forged)[0] is Answer.FORBIDDEN

@@ -10,7 +10,10 @@ over the public URL. Every forged request gets 403 and changes nothing.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import email
+import email.policy
 import json
 import subprocess
 import urllib.parse
@@ -219,7 +222,11 @@ def test_one_click_unsubscribe_from_a_mail_clients_point_of_view(
     first = pl.notify(user, ["email"], category="auction")
     pl.wait_final(first, 1)
     [request] = pl.ses_requests(first)
-    headers = {h["Name"]: h["Value"] for h in request.json()["Content"]["Simple"]["Headers"]}
+    # SES sends the MIME we built (Raw content): the headers are the mail's own.
+    mail = email.message_from_bytes(
+        base64.b64decode(request.json()["Content"]["Raw"]["Data"]), policy=email.policy.default
+    )
+    headers = {name: str(value) for name, value in mail.items()}
     # RFC 8058: an https URI in List-Unsubscribe, and exactly this List-Unsubscribe-Post.
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = headers["List-Unsubscribe"]

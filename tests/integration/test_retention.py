@@ -360,6 +360,8 @@ def scheduler(pg_url: str, clean_db: Engine) -> Iterator[subprocess.Popen[str]]:
         "CLARION_BROKER_URL": REDIS_URL,
         "CLARION_RETENTION_INTERVAL": "0.5",
         "CLARION_RETENTION_BATCH_SIZE": "2",
+        # No /metrics endpoint: its default port may be held by another run.
+        "CLARION_SCHEDULER_METRICS_PORT": "0",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "clarion", "scheduler"],

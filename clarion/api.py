@@ -31,8 +31,8 @@ from clarion.core.parse import (
     check_text,
     shown,
 )
-from clarion.core.settings import get_settings
-from clarion.emails import load_layout, render_email, single_line
+from clarion.core.settings import Settings, get_settings
+from clarion.emails import Layout, load_layout, render_email, single_line
 from clarion.locales import (
     fallback_chain,
     formatting_locale,
@@ -189,20 +189,59 @@ def notify(
     return _create(session, request)
 
 
+@dataclasses.dataclass
+class Lookups:
+    """What building a row reads besides its request: the settings, users'
+    locales, templates and the email layout. One per call of :func:`notify`;
+    ``clarion.bulk.notify_many`` shares one across its entries, with the
+    users' locales read in one query beforehand."""
+
+    session: Session
+    settings: Settings = dataclasses.field(default_factory=get_settings)
+    #: user id -> stored locale, for the users read beforehand (None: none stored).
+    locales: dict[uuid.UUID, str | None] | None = None
+    templates: dict[tuple[str, tuple[str, ...]], NotificationTemplate] = dataclasses.field(
+        default_factory=dict
+    )
+    layout: Layout | None = None
+
+    def user_locale(self, user: uuid.UUID) -> str | None:
+        if self.locales is not None and user in self.locales:
+            return self.locales[user]
+        return locale_rows.get_locale(self.session, user)
+
+    def template(self, key: str, chain: Sequence[str]) -> NotificationTemplate:
+        cache_key = (key, tuple(chain))
+        found = self.templates.get(cache_key)
+        if found is None:
+            found = self.templates[cache_key] = load_template(self.session, key, chain)
+        return found
+
+    def email_layout(self) -> Layout:
+        if self.layout is None:
+            self.layout = load_layout(self.session, self.settings.email_layout)
+        return self.layout
+
+
 def _create(session: Session, r: NotifyRequest) -> Notification:
     """Validate ``r``, insert its row in ``session`` (flushed, not committed), return it."""
+    return _insert(session, build_values(r, Lookups(session)))
+
+
+def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
+    """Validate and render ``r``: the column values of its row (no id, no timestamps)."""
     # Filled in from the template when one is given.
     title, message = r.title, r.message
     category, priority, channels = r.category, r.priority, r.channels
     template_data = r.template_data
 
     user = as_uuid(r.user_id, "user_id")
-    settings = get_settings()
+    settings = lookups.settings
     default_locale = settings.default_locale
     if r.locale is not None:
         wanted = normalize_locale(r.locale)
     else:
-        wanted = locale_rows.get_locale(session, user) or default_locale
+        wanted = lookups.user_locale(user) or default_locale
     # Checked before rendering, so that a bad value is named as template_data
     # and not as the title or message it would have ended up in.
     if template_data is not None:
@@ -210,7 +249,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
             template_data = typed_json(template_data)  # type: ignore[assignment]
         _template_data(template_data)
     tmpl = (
-        load_template(session, r.template, fallback_chain(wanted, default_locale))
+        lookups.template(r.template, fallback_chain(wanted, default_locale))
         if r.template is not None
         else None
     )
@@ -281,7 +320,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     html_body = tmpl is not None and tmpl.body_format == "html"
     if Channel.EMAIL in chosen:
         email = render_email(
-            load_layout(session, settings.email_layout),
+            lookups.email_layout(),
             locale=rendered_locale,
             default_locale=default_locale,
             title=values["title"],
@@ -297,7 +336,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         values["email_text"] = email.text
         values["email_layout_version"] = email.layout_version
     _check_channel_limits(values, chosen, html=html_body)
-    return _insert(session, values)
+    return values
 
 
 def _check_channel_limits(values: dict[str, Any], chosen: list[Channel], *, html: bool) -> None:

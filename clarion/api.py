@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,9 @@ from models import (
 from models import locales as locale_rows
 
 UUIDLike = uuid.UUID | str
+
+#: The template data of a notification given none (one object: see Lookups.rendered).
+NO_DATA: Mapping[str, Any] = types.MappingProxyType({})
 
 # The documented limits of notify()'s arguments (README, "Creating
 # notifications"). Texts in characters (title, action URL and label are
@@ -204,6 +208,8 @@ class Lookups:
         default_factory=dict
     )
     layout: Layout | None = None
+    _data: dict[int, tuple[object, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
+    _rendered: dict[tuple[Any, ...], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def user_locale(self, user: uuid.UUID) -> str | None:
         if self.locales is not None and user in self.locales:
@@ -216,6 +222,43 @@ class Lookups:
         if found is None:
             found = self.templates[cache_key] = load_template(self.session, key, chain)
         return found
+
+    def checked_data(self, value: object) -> Mapping[str, Any]:
+        """``template_data`` checked and typed, once per object however many rows share it.
+
+        The objects are kept until the end of the call, so that an id names
+        one object throughout.
+        """
+        hit = self._data.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        checked = _template_data(typed_json(value) if isinstance(value, Mapping) else value)
+        self._data[id(value)] = (value, checked)
+        return checked
+
+    def rendered(
+        self, tmpl: NotificationTemplate, locale: str, data: Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """Title and message of ``tmpl`` for ``data`` (from :meth:`checked_data`) in ``locale``.
+
+        Rendered once per template version, locale and data object: the
+        watchers of one auction in one locale read the same text.
+        """
+        key = (tmpl.template_id, tmpl.version, locale, id(data))
+        hit = self._rendered.get(key)
+        if hit is not None:
+            return hit
+        values = localize_data(data, locale)
+        try:
+            # A subject line is one line, whatever the values hold.
+            title = single_line(render(tmpl.title, values))
+            message = render(tmpl.message, values, html=tmpl.body_format == "html")
+        except TemplateError as exc:
+            # Keep the type (MissingVariableError and its .name) and say which template.
+            exc.add_note(f"while rendering template {tmpl.key}")
+            raise
+        self._rendered[key] = (title, message)
+        return title, message
 
     def email_layout(self) -> Layout:
         if self.layout is None:
@@ -244,10 +287,7 @@ def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
         wanted = lookups.user_locale(user) or default_locale
     # Checked before rendering, so that a bad value is named as template_data
     # and not as the title or message it would have ended up in.
-    if template_data is not None:
-        if isinstance(template_data, Mapping):
-            template_data = typed_json(template_data)  # type: ignore[assignment]
-        _template_data(template_data)
+    checked = lookups.checked_data(template_data) if template_data is not None else NO_DATA
     tmpl = (
         lookups.template(r.template, fallback_chain(wanted, default_locale))
         if r.template is not None
@@ -257,16 +297,7 @@ def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
     if tmpl is not None:
         if title is not None or message is not None:
             raise ValidationError("template", "give either a template or title and message")
-        data = localize_data(_template_data(template_data), formatting_locale(wanted, tmpl.locale))
-        html = tmpl.body_format == "html"
-        try:
-            # A subject line is one line, whatever the values hold.
-            title = single_line(render(tmpl.title, data))
-            message = render(tmpl.message, data, html=html)
-        except TemplateError as exc:
-            # Keep the type (MissingVariableError and its .name) and say which template.
-            exc.add_note(f"while rendering template {tmpl.key}")
-            raise
+        title, message = lookups.rendered(tmpl, formatting_locale(wanted, tmpl.locale), checked)
         category = category if category is not None else tmpl.category
         priority = priority if priority is not None else tmpl.priority
         channels = channels if channels is not None else tmpl.channels
@@ -296,9 +327,7 @@ def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
         "action_label": _optional_text("action_label", r.action_label, ACTION_LABEL_MAX),
         "rich_content": _json("rich_content", r.rich_content, RICH_CONTENT_MAX_BYTES),
         "template_id": tmpl.template_id if tmpl is not None else None,
-        "template_data": (
-            dict(_template_data(template_data)) if template_data is not None else None
-        ),
+        "template_data": dict(checked) if template_data is not None else None,
         "tags": _json("tags", r.tags, TAGS_MAX_BYTES),
         "metadata": _json("metadata", r.metadata, METADATA_MAX_BYTES),
         "max_attempts": _max_attempts(r.max_attempts),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,8 +31,8 @@ from clarion.metrics import notification_created
 from models import Notification
 from models import locales as locale_rows
 
-#: Rows per INSERT statement (25 columns each: well under PostgreSQL's 65,535 parameters).
-INSERT_BATCH = 1000
+#: Rows per COPY (or per multi-row INSERT on SQLite).
+INSERT_BATCH = 5000
 #: Entries in one call.
 MAX_ENTRIES = 100_000
 
@@ -174,14 +174,18 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> dict[uuid.UUID
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(table.c.notification_id)
     )
+    copy = dialect == "postgresql" and _copy_supported(session)
     result: dict[uuid.UUID, uuid.UUID] = {}
     for start in range(0, len(rows), INSERT_BATCH):
         chunk: list[dict[str, Any]] = [
             {c: row.get(c) for c in columns} for row in rows[start : start + INSERT_BATCH]
         ]
-        # executemany with RETURNING: SQLAlchemy sends it as multi-row
-        # INSERTs ("insertmanyvalues"), compiled once.
-        inserted = set(session.execute(stmt, chunk).scalars())
+        if copy:
+            inserted = _copy_in(session, table, columns, chunk)
+        else:
+            # executemany with RETURNING: SQLAlchemy sends it as multi-row
+            # INSERTs ("insertmanyvalues"), compiled once.
+            inserted = set(session.execute(stmt, chunk).scalars())
         taken = {
             row["idempotency_key"]: row for row in chunk if row["notification_id"] not in inserted
         }
@@ -206,3 +210,68 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> dict[uuid.UUID
             if taken:  # cannot happen: a conflicting key names a row
                 raise RuntimeError("idempotency keys conflicted but no row holds them")
     return result
+
+
+def _copy_supported(session: Session) -> bool:
+    import psycopg
+
+    return isinstance(session.connection().connection.driver_connection, psycopg.Connection)
+
+
+def _copy_in(
+    session: Session, table: sa.Table, columns: list[str], rows: list[dict[str, Any]]
+) -> set[uuid.UUID]:
+    """COPY ``rows`` into a scratch table, then INSERT ... ON CONFLICT DO NOTHING from it.
+
+    A multi-row INSERT of thousands of rows spent most of its time in the
+    driver turning 25 placeholders per row into PostgreSQL's; COPY sends the
+    rows as data. The values go through the columns' own bind processors
+    (enums as their labels, JSON as JSON), as an INSERT would send them.
+    Returns the ids inserted (not those whose idempotency key was taken).
+    """
+    from psycopg.types.json import Json, Jsonb
+
+    dialect = session.get_bind().dialect
+    processors: list[Callable[[Any], Any] | None] = []
+    for c in columns:
+        kind = table.c[c].type
+        if isinstance(kind, sa.JSON):
+            # None is JSON null unless the column says otherwise, as in an INSERT.
+            wrap = Jsonb if isinstance(kind, postgresql.JSONB) else Json
+            processors.append(_json_processor(wrap, none_as_null=kind.none_as_null))
+        else:
+            processors.append(kind.bind_processor(dialect))
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    scratch = f"clarion_bulk_{uuid.uuid4().hex}"
+    names = ", ".join(f'"{c}"' for c in columns)
+    with raw.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE {scratch} (LIKE notifications INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        value if process is None else process(value)
+                        for value, process in zip(
+                            (row[c] for c in columns), processors, strict=True
+                        )
+                    ]
+                )
+        cur.execute(
+            f"INSERT INTO notifications ({names}) SELECT {names} FROM {scratch}"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING notification_id"
+        )
+        inserted = {r[0] for r in cur.fetchall()}
+        cur.execute(f"DROP TABLE {scratch}")
+    return inserted
+
+
+def _json_processor(wrap: Callable[[Any], Any], *, none_as_null: bool) -> Callable[[Any], Any]:
+    def process(value: Any) -> Any:
+        if value is None and none_as_null:
+            return None
+        return wrap(value)
+
+    return process

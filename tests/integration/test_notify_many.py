@@ -141,3 +141,35 @@ def test_thousands_of_watchers_in_one_call(settings: Settings, clean_db: Engine)
             conn.execute(sa.text("SELECT notification_id, user_id FROM notifications")).all()
         )
     assert [stored[i] for i in ids] == users
+
+
+def test_rows_are_those_notify_writes(settings: Settings, clean_db: Engine) -> None:
+    german = uuid.uuid4()
+    clarion.set_locale(german, "de")
+    args: dict[str, Any] = {
+        "template": "english/outbid",
+        "template_data": MONEY,
+        "channels": ["email", "in_app"],
+        "auction_id": uuid.uuid4(),
+        "action_url": "https://auctions.example.com/a/3",
+        "action_label": "Bid again",
+        "metadata": {"lot": 3},
+    }
+    one = clarion.notify(german, idempotency_key="single", **args).notification_id
+    (many,) = clarion.notify_many([{"user_id": german, "idempotency_key": "bulk"}], **args)
+    skip = {"notification_id", "idempotency_key", "created_at", "updated_at"}
+    with clean_db.connect() as conn:
+        rows = {
+            r["notification_id"]: r
+            for r in conn.execute(
+                sa.text(
+                    "SELECT *, tags IS NULL AS tags_null, rich_content IS NULL AS rich_null"
+                    " FROM notifications"
+                )
+            ).mappings()
+        }
+    a, b = rows[one], rows[many]
+    assert {k: v for k, v in a.items() if k not in skip} == {
+        k: v for k, v in b.items() if k not in skip
+    }
+    assert a["locale"] == "de" and a["email_html"]

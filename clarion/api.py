@@ -210,6 +210,7 @@ class Lookups:
     layout: Layout | None = None
     _data: dict[int, tuple[object, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
     _rendered: dict[tuple[Any, ...], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    _fits: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
 
     def user_locale(self, user: uuid.UUID) -> str | None:
         if self.locales is not None and user in self.locales:
@@ -259,6 +260,27 @@ class Lookups:
             raise
         self._rendered[key] = (title, message)
         return title, message
+
+    def check_channel_limits(
+        self, values: dict[str, Any], chosen: list[Channel], *, html: bool
+    ) -> None:
+        """:func:`_check_channel_limits`, once per distinct content (a fan-out shares it)."""
+        key = (
+            tuple(chosen),
+            html,
+            values["auction_id"] is None,
+            *(
+                values.get(k)
+                for k in ("title", "message", "email_text", "email_html", "action_url")
+            ),
+            values["action_label"],
+            values["category"],
+            values["priority"],
+        )
+        if key in self._fits:
+            return
+        _check_channel_limits(values, chosen, html=html)
+        self._fits.add(key)
 
     def email_layout(self) -> Layout:
         if self.layout is None:
@@ -364,7 +386,7 @@ def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
         values["email_html"] = email.html
         values["email_text"] = email.text
         values["email_layout_version"] = email.layout_version
-    _check_channel_limits(values, chosen, html=html_body)
+    lookups.check_channel_limits(values, chosen, html=html_body)
     return values
 
 

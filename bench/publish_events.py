@@ -46,8 +46,7 @@ ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("CLARION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
-def publisher(args: tuple[str, float, float, bool]) -> list[float]:
-    url, start_at, seconds, shared = args
+def publisher(url: str, seconds: float, shared: bool, ready: Any, results: Any) -> None:
     reset_settings(Settings.from_env({"CLARION_DATABASE_URL": url, "CLARION_REDIS_URL": REDIS_URL}))
     import clarion
 
@@ -57,12 +56,12 @@ def publisher(args: tuple[str, float, float, bool]) -> list[float]:
     clarion.publish_event(
         "bid_placed", event_data={"bid_amount": 0}, auction_id=auction, broadcast_channels=channels
     )
-    while time.time() < start_at:
-        time.sleep(0.001)
+    ready.wait()  # every publisher starts at once
+    cpu = time.process_time()
     durations: list[float] = []
-    end = start_at + seconds
+    end = time.perf_counter() + seconds
     amount = 1
-    while time.time() < end:
+    while time.perf_counter() < end:
         t0 = time.perf_counter()
         clarion.publish_event(
             "bid_placed",
@@ -72,15 +71,24 @@ def publisher(args: tuple[str, float, float, bool]) -> list[float]:
         )
         durations.append(time.perf_counter() - t0)
         amount += 1
-    return durations
+    results.put((durations, time.process_time() - cpu))
 
 
 def run(url: str, publishers: int, seconds: float, shared: bool) -> dict[str, Any]:
-    start_at = time.time() + 3.0
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(publishers) as pool:
-        results = pool.map(publisher, [(url, start_at, seconds, shared)] * publishers)
-    calls = sorted(d for r in results for d in r)
+    ready = ctx.Barrier(publishers)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=publisher, args=(url, seconds, shared, ready, results))
+        for _ in range(publishers)
+    ]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=300) for _ in procs]
+    calls = sorted(d for durations, _cpu in got for d in durations)
+    cpu = sum(c for _durations, c in got)
+    for p in procs:
+        p.join()
     return {
         "publishers": publishers,
         "lock": "shared topic" if shared else "default topic",
@@ -88,6 +96,7 @@ def run(url: str, publishers: int, seconds: float, shared: bool) -> dict[str, An
         "rate": len(calls) / seconds,
         "p50_ms": statistics.median(calls) * 1000,
         "p99_ms": calls[int(len(calls) * 0.99) - 1] * 1000,
+        "publisher_cpu_ms_per_event": cpu / len(calls) * 1000,
     }
 
 
@@ -111,7 +120,8 @@ def main() -> None:
                 results.append(r)
                 print(
                     f"{r['lock']:13} {count:>2} publishers: {r['rate']:,.0f} events/s,"
-                    f" call p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                    f" call p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms,"
+                    f" publisher CPU {r['publisher_cpu_ms_per_event']:.2f} ms per event",
                     flush=True,
                 )
     finally:
@@ -120,9 +130,12 @@ def main() -> None:
     print("\n| ordering lock | publishers | events/s | vs one publisher | call p50 / p99 |")
     print("|---|---|---|---|---|")
     for r in results:
-        one = next(x["rate"] for x in results if x["lock"] == r["lock"] and x["publishers"] == 1)
+        one = next(
+            (x["rate"] for x in results if x["lock"] == r["lock"] and x["publishers"] == 1), None
+        )
+        ratio = "-" if one is None else f"{r['rate'] / one:.2f}x"
         print(
-            f"| {r['lock']} | {r['publishers']} | {r['rate']:,.0f} | {r['rate'] / one:.2f}x"
+            f"| {r['lock']} | {r['publishers']} | {r['rate']:,.0f} | {ratio}"
             f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms |"
         )
     if args.json:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import pytest
 import redis
+import sqlalchemy as sa
 from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.engine import Engine
 from testdb import REDIS_URL
 
+from clarion.core.settings import Settings
+from scheduler.runtime import build_scheduler
+from workers.actors import declare_actors
 from workers.broker import middleware
 from workers.enqueue import enqueue_many
+from workers.runtime import get_deliverer
 
 pytestmark = pytest.mark.redis
 
@@ -93,6 +100,42 @@ def test_a_consumer_takes_them_as_its_own(broker: RedisBroker) -> None:
 def test_an_unreachable_redis_takes_nothing_and_raises() -> None:
     b = RedisBroker(url="redis://127.0.0.1:1/0", middleware=middleware())  # type: ignore[no-untyped-call]
     taken: list[str] = []
-    with pytest.raises(redis.ConnectionError):
-        enqueue_many(b, messages(5), lambda m: taken.append(m.message_id))
+    try:
+        with pytest.raises(redis.ConnectionError):
+            enqueue_many(b, messages(5), lambda m: taken.append(m.message_id))
+    finally:
+        b.close()
     assert taken == []
+
+
+@pytest.mark.postgres
+def test_the_scheduler_enqueues_a_claimed_batch_in_one_round_trip(
+    pg_url: str, clean_db: Engine, broker: RedisBroker
+) -> None:
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO notifications (user_id, notification_type, category, priority,"
+                " title, message, delivery_channels) SELECT :u, 'in_app', 'bid', 'normal',"
+                " 'Batch ' || g, 'Batch message ' || g, '[\"in_app\"]'::jsonb"
+                " FROM generate_series(1, 120) AS g"
+            ),
+            {"u": uuid.uuid4()},
+        )
+    settings = Settings.from_env(
+        {
+            "CLARION_DATABASE_URL": pg_url,
+            "CLARION_BROKER_URL": REDIS_URL,
+            "CLARION_BATCH_SIZE": "500",
+        }
+    )
+    scheduler = build_scheduler(settings, broker, declare_actors(broker, get_deliverer))
+    before = exec_calls(broker.client)
+    try:
+        assert scheduler.run_once(sweep=False) == 120
+    finally:
+        engine = scheduler.claims.sessions.kw["bind"]
+        engine.dispose()
+    assert exec_calls(broker.client) - before == 1
+    assert broker.client.llen("dramatiq:in_app") == 120
+    assert scheduler.unsent == 0

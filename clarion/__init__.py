@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clarion.addresses import Address, add_address, disable_address, list_addresses
     from clarion.api import notify
+    from clarion.bulk import notify_many
     from clarion.core.errors import (
         ClarionError,
         MissingVariableError,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "notify": "clarion.api",
+    "notify_many": "clarion.bulk",
     "add_address": "clarion.addresses",
     "disable_address": "clarion.addresses",
     "list_addresses": "clarion.addresses",
@@ -82,6 +84,7 @@ __all__ = [
     "list_addresses",
     "money",
     "notify",
+    "notify_many",
     "opt_in",
     "opt_out",
     "publish_event",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,8 +32,8 @@ from clarion.core.parse import (
     check_text,
     shown,
 )
-from clarion.core.settings import get_settings
-from clarion.emails import load_layout, render_email, single_line
+from clarion.core.settings import Settings, get_settings
+from clarion.emails import Layout, load_layout, render_email, single_line
 from clarion.locales import (
     fallback_chain,
     formatting_locale,
@@ -53,6 +54,9 @@ from models import (
 from models import locales as locale_rows
 
 UUIDLike = uuid.UUID | str
+
+#: The template data of a notification given none (one object: see Lookups.rendered).
+NO_DATA: Mapping[str, Any] = types.MappingProxyType({})
 
 # The documented limits of notify()'s arguments (README, "Creating
 # notifications"). Texts in characters (title, action URL and label are
@@ -189,28 +193,125 @@ def notify(
     return _create(session, request)
 
 
+@dataclasses.dataclass
+class Lookups:
+    """What building a row reads besides its request: the settings, users'
+    locales, templates and the email layout. One per call of :func:`notify`;
+    ``clarion.bulk.notify_many`` shares one across its entries, with the
+    users' locales read in one query beforehand."""
+
+    session: Session
+    settings: Settings = dataclasses.field(default_factory=get_settings)
+    #: user id -> stored locale, for the users read beforehand (None: none stored).
+    locales: dict[uuid.UUID, str | None] | None = None
+    templates: dict[tuple[str, tuple[str, ...]], NotificationTemplate] = dataclasses.field(
+        default_factory=dict
+    )
+    layout: Layout | None = None
+    _data: dict[int, tuple[object, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
+    _rendered: dict[tuple[Any, ...], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    _fits: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
+
+    def user_locale(self, user: uuid.UUID) -> str | None:
+        if self.locales is not None and user in self.locales:
+            return self.locales[user]
+        return locale_rows.get_locale(self.session, user)
+
+    def template(self, key: str, chain: Sequence[str]) -> NotificationTemplate:
+        cache_key = (key, tuple(chain))
+        found = self.templates.get(cache_key)
+        if found is None:
+            found = self.templates[cache_key] = load_template(self.session, key, chain)
+        return found
+
+    def checked_data(self, value: object) -> Mapping[str, Any]:
+        """``template_data`` checked and typed, once per object however many rows share it.
+
+        The objects are kept until the end of the call, so that an id names
+        one object throughout.
+        """
+        hit = self._data.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        checked = _template_data(typed_json(value) if isinstance(value, Mapping) else value)
+        self._data[id(value)] = (value, checked)
+        return checked
+
+    def rendered(
+        self, tmpl: NotificationTemplate, locale: str, data: Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """Title and message of ``tmpl`` for ``data`` (from :meth:`checked_data`) in ``locale``.
+
+        Rendered once per template version, locale and data object: the
+        watchers of one auction in one locale read the same text.
+        """
+        key = (tmpl.template_id, tmpl.version, locale, id(data))
+        hit = self._rendered.get(key)
+        if hit is not None:
+            return hit
+        values = localize_data(data, locale)
+        try:
+            # A subject line is one line, whatever the values hold.
+            title = single_line(render(tmpl.title, values))
+            message = render(tmpl.message, values, html=tmpl.body_format == "html")
+        except TemplateError as exc:
+            # Keep the type (MissingVariableError and its .name) and say which template.
+            exc.add_note(f"while rendering template {tmpl.key}")
+            raise
+        self._rendered[key] = (title, message)
+        return title, message
+
+    def check_channel_limits(
+        self, values: dict[str, Any], chosen: list[Channel], *, html: bool
+    ) -> None:
+        """:func:`_check_channel_limits`, once per distinct content (a fan-out shares it)."""
+        key = (
+            tuple(chosen),
+            html,
+            values["auction_id"] is None,
+            *(
+                values.get(k)
+                for k in ("title", "message", "email_text", "email_html", "action_url")
+            ),
+            values["action_label"],
+            values["category"],
+            values["priority"],
+        )
+        if key in self._fits:
+            return
+        _check_channel_limits(values, chosen, html=html)
+        self._fits.add(key)
+
+    def email_layout(self) -> Layout:
+        if self.layout is None:
+            self.layout = load_layout(self.session, self.settings.email_layout)
+        return self.layout
+
+
 def _create(session: Session, r: NotifyRequest) -> Notification:
     """Validate ``r``, insert its row in ``session`` (flushed, not committed), return it."""
+    return _insert(session, build_values(r, Lookups(session)))
+
+
+def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
+    """Validate and render ``r``: the column values of its row (no id, no timestamps)."""
     # Filled in from the template when one is given.
     title, message = r.title, r.message
     category, priority, channels = r.category, r.priority, r.channels
     template_data = r.template_data
 
     user = as_uuid(r.user_id, "user_id")
-    settings = get_settings()
+    settings = lookups.settings
     default_locale = settings.default_locale
     if r.locale is not None:
         wanted = normalize_locale(r.locale)
     else:
-        wanted = locale_rows.get_locale(session, user) or default_locale
+        wanted = lookups.user_locale(user) or default_locale
     # Checked before rendering, so that a bad value is named as template_data
     # and not as the title or message it would have ended up in.
-    if template_data is not None:
-        if isinstance(template_data, Mapping):
-            template_data = typed_json(template_data)  # type: ignore[assignment]
-        _template_data(template_data)
+    checked = lookups.checked_data(template_data) if template_data is not None else NO_DATA
     tmpl = (
-        load_template(session, r.template, fallback_chain(wanted, default_locale))
+        lookups.template(r.template, fallback_chain(wanted, default_locale))
         if r.template is not None
         else None
     )
@@ -218,16 +319,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     if tmpl is not None:
         if title is not None or message is not None:
             raise ValidationError("template", "give either a template or title and message")
-        data = localize_data(_template_data(template_data), formatting_locale(wanted, tmpl.locale))
-        html = tmpl.body_format == "html"
-        try:
-            # A subject line is one line, whatever the values hold.
-            title = single_line(render(tmpl.title, data))
-            message = render(tmpl.message, data, html=html)
-        except TemplateError as exc:
-            # Keep the type (MissingVariableError and its .name) and say which template.
-            exc.add_note(f"while rendering template {tmpl.key}")
-            raise
+        title, message = lookups.rendered(tmpl, formatting_locale(wanted, tmpl.locale), checked)
         category = category if category is not None else tmpl.category
         priority = priority if priority is not None else tmpl.priority
         channels = channels if channels is not None else tmpl.channels
@@ -257,9 +349,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         "action_label": _optional_text("action_label", r.action_label, ACTION_LABEL_MAX),
         "rich_content": _json("rich_content", r.rich_content, RICH_CONTENT_MAX_BYTES),
         "template_id": tmpl.template_id if tmpl is not None else None,
-        "template_data": (
-            dict(_template_data(template_data)) if template_data is not None else None
-        ),
+        "template_data": dict(checked) if template_data is not None else None,
         "tags": _json("tags", r.tags, TAGS_MAX_BYTES),
         "metadata": _json("metadata", r.metadata, METADATA_MAX_BYTES),
         "max_attempts": _max_attempts(r.max_attempts),
@@ -281,7 +371,7 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
     html_body = tmpl is not None and tmpl.body_format == "html"
     if Channel.EMAIL in chosen:
         email = render_email(
-            load_layout(session, settings.email_layout),
+            lookups.email_layout(),
             locale=rendered_locale,
             default_locale=default_locale,
             title=values["title"],
@@ -296,8 +386,8 @@ def _create(session: Session, r: NotifyRequest) -> Notification:
         values["email_html"] = email.html
         values["email_text"] = email.text
         values["email_layout_version"] = email.layout_version
-    _check_channel_limits(values, chosen, html=html_body)
-    return _insert(session, values)
+    lookups.check_channel_limits(values, chosen, html=html_body)
+    return values
 
 
 def _check_channel_limits(values: dict[str, Any], chosen: list[Channel], *, html: bool) -> None:

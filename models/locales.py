@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,3 +33,17 @@ def get_locale(session: Session, user_id: uuid.UUID) -> str | None:
     return session.scalars(
         sa.select(UserLocale.locale).where(UserLocale.user_id == user_id)
     ).one_or_none()
+
+
+def get_locales(session: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The stored locale of each of ``user_ids`` that has one (10,000 users per query)."""
+    users = list(user_ids)
+    found: dict[uuid.UUID, str] = {}
+    for start in range(0, len(users), 10_000):
+        rows = session.execute(
+            sa.select(UserLocale.user_id, UserLocale.locale).where(
+                UserLocale.user_id.in_(users[start : start + 10_000])
+            )
+        )
+        found.update({user: locale for user, locale in rows})
+    return found

@@ -262,9 +262,7 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         visibility=visibility,
         target_audience=audience,
         broadcast_channels=channels,
-        sequence_number=_next_sequence(
-            session, ([f"auction:{auction_id}"] if auction_id else []) + channels
-        ),
+        sequence_number=_next_sequence(session, _ordering_keys(auction_id, spec, channels)),
         previous_event_id=as_optional_uuid(spec.previous_event_id, "previous_event_id"),
         correlation_id=correlation_id,
         causal_events=[str(as_uuid(c, "causal_events")) for c in causal] if causal else None,
@@ -294,6 +292,26 @@ def _sequence(value: object, field: str, limit: int) -> list[Any]:
     if len(value) > limit:
         raise ValidationError(field, f"has {len(value)} items; the limit is {limit}")
     return list(value)
+
+
+def _ordering_keys(
+    auction_id: uuid.UUID | None, spec: EventSpec, channels: Sequence[str]
+) -> list[str]:
+    """The subscription keys whose numbers must commit in order for this event.
+
+    The auction's key and the topics the caller named. The default topic (the
+    category) of an event that has an auction is left out: every ``bid_placed``
+    of every auction shares it, and locking it made the publishers of
+    different auctions wait for each other's commits. Such an event is still
+    delivered live to the category's subscribers; a resume in order is
+    promised on its auction's key (and on any topic given explicitly).
+    """
+    if auction_id is None:
+        return list(channels)
+    keys = [f"auction:{auction_id}"]
+    if spec.broadcast_channels:
+        keys.extend(channels)
+    return keys
 
 
 def _next_sequence(session: Session, keys: Sequence[str]) -> int:

@@ -61,6 +61,7 @@ from models.claims import Claims
 from models.retention import Retention
 from scheduler.metrics import SchedulerMetrics
 from scheduler.outage import Outage, describe
+from workers.enqueue import enqueue_many
 from workers.queues import queue_for
 
 log = logging.getLogger("clarion.scheduler")
@@ -142,25 +143,29 @@ class Scheduler:
     def _flush_unsent(self) -> None:
         """Enqueue the held messages in order; stop at the first failure.
 
-        No per-message retry: while the broker is down every message would
+        One round trip per batch on Redis (:mod:`workers.enqueue`). No
+        per-message retry: while the broker is down every message would
         spend the whole retry budget, and claiming would crawl for the length
         of the outage. One failure stops the batch; the loop backs off as a
         whole and tries again from the same message.
         """
-        while self._unsent:
-            message = self._unsent[0]
-            try:
-                self.broker.enqueue(message)
-            except Exception as exc:
-                self.stats.enqueue_failures += 1
-                self.metrics.enqueue_failures.inc()
-                raise BrokerUnavailable(
-                    f"enqueue failed ({describe(exc)}); "
-                    f"{len(self._unsent)} messages of queued deliveries held"
-                ) from exc
-            self._unsent.popleft()
-            self.stats.enqueued += 1
-            self.metrics.enqueued_to(message.queue_name)
+        if not self._unsent:
+            return
+        try:
+            enqueue_many(self.broker, list(self._unsent), self._taken)
+        except Exception as exc:
+            self.stats.enqueue_failures += 1
+            self.metrics.enqueue_failures.inc()
+            raise BrokerUnavailable(
+                f"enqueue failed ({describe(exc)}); "
+                f"{len(self._unsent)} messages of queued deliveries held"
+            ) from exc
+
+    def _taken(self, message: dramatiq.Message[Any]) -> None:
+        """The broker took the oldest held message."""
+        self._unsent.popleft()
+        self.stats.enqueued += 1
+        self.metrics.enqueued_to(message.queue_name)
 
     @property
     def unsent(self) -> int:

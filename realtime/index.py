@@ -22,12 +22,12 @@ class SubscriptionIndex:
         #: told the user id of an authenticated connection opened, closed or (un)subscribed
         #: (presence, :mod:`realtime.presence`)
         self.on_user_change: Callable[[str], None] | None = None
+        #: connections opened since the gateway started (a metric)
+        self.opened = 0
 
     def _changed(self, conn: Connection) -> None:
         if self.on_user_change is not None and conn.viewer.authenticated:
             self.on_user_change(conn.viewer.user_id)
-        #: connections opened since the gateway started (a metric)
-        self.opened = 0
 
     def open(self, conn: Connection) -> None:
         """Index a connection that is now open (authenticated ones by user too)."""

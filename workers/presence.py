@@ -10,6 +10,10 @@ auction's page right now::
     if presence.is_present(user_id, auction_id=auction_id):
         ...  # the live page shows it; no push needed
 
+:meth:`Presence.watching` asks the same of many (user, auction) pairs in one
+call; :class:`LivePresence` wraps it for the delivery policy's claim, which
+falls back to the connection rows when Redis gives no answer.
+
 One Redis round trip (a Lua script), exact to within the gateway's write
 delay (tens of milliseconds) for subscribe, unsubscribe and disconnect, and
 to within ``CLARION_PRESENCE_TTL`` (10 s) for a gateway process that died

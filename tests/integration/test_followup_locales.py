@@ -17,8 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion import policy
 from clarion.api import notify
 from clarion.core.db import session_factory
+from clarion.core.errors import NotFoundError, ValidationError
 from clarion.core.settings import Settings
 from clarion.followups import FollowUps, localized_values
 from clarion.locales import money, set_locale
@@ -182,6 +184,41 @@ def test_a_follow_up_without_email_keeps_no_email(db: Engine, settings: Settings
     got = row(db, ids[1])
     assert got.message == "Enchère dépassée 3 fois, prix actuel 12,00\xa0€"
     assert got.email_html is None and got.email_text is None
+
+
+def test_one_languages_follow_up_texts_are_set_alone(db: Engine) -> None:
+    def texts() -> dict[str, tuple[str | None, str | None]]:
+        with Session(db) as s:
+            return {
+                t.locale: (t.collapse_title, t.collapse_message)
+                for t in s.scalars(
+                    sa.select(NotificationTemplate).where(
+                        NotificationTemplate.auction_type == "english",
+                        NotificationTemplate.event == "outbid",
+                    )
+                )
+            }
+
+    before = texts()
+    try:
+        policy.set_template_policy(
+            "english/outbid", collapse_title="Schon {count}-mal überboten", locale="de"
+        )
+        after = texts()
+        assert after["de"] == ("Schon {count}-mal überboten", before["de"][1])
+        assert {k: v for k, v in after.items() if k != "de"} == {
+            k: v for k, v in before.items() if k != "de"
+        }
+        with pytest.raises(NotFoundError, match="no row in locale 'ja'"):
+            policy.set_template_policy("english/outbid", collapse_title="x", locale="ja")
+        with pytest.raises(ValidationError, match="locale"):
+            policy.set_template_policy("english/outbid", collapse_title="x", locale="no such")
+        assert texts() == after
+    finally:
+        title, message = before["de"]
+        policy.set_template_policy(
+            "english/outbid", collapse_title=title, collapse_message=message, locale="de"
+        )
 
 
 def test_typed_values_are_written_for_the_reader_never_as_json() -> None:

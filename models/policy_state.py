@@ -193,10 +193,12 @@ def plan_batch(
     )
     before: dict[tuple[uuid.UUID, uuid.UUID, str], Window] = {}
     if window_keys:
-        before = _lock_windows(s, window_keys)
-        state.windows.update({k: dataclasses.replace(w) for k, w in before.items()})
+        # Asked before the windows are locked: Redis's answer (or its timeout)
+        # is not waited for while other claims wait for these locks.
         pairs = {(k[0], k[1]) for k in window_keys}
         live = presence.watching(pairs) if presence is not None else None
+        before = _lock_windows(s, window_keys)
+        state.windows.update({k: dataclasses.replace(w) for k, w in before.items()})
         state.watching = (
             live if live is not None else _watching(s, pairs, now, config.presence_max_age)
         )

@@ -36,6 +36,7 @@ from clarion import migrate  # noqa: E402
 from clarion.core.db import make_engine  # noqa: E402
 from clarion.core.errors import BrokerUnavailable  # noqa: E402
 from clarion.core.settings import Settings  # noqa: E402
+from clarion.followups import FollowUps  # noqa: E402
 from scheduler.daemon import Scheduler  # noqa: E402
 from scheduler.outage import describe  # noqa: E402
 from scheduler.runtime import build_scheduler  # noqa: E402
@@ -95,7 +96,7 @@ def one_run(broker_name: str, mode: str, n: int, batch: int) -> dict[str, Any]:
         )
         broker = make_broker(settings, enqueue_only=True)
         actors = declare_actors(broker, get_deliverer)
-        scheduler = build_scheduler(settings, broker, actors)
+        scheduler = build_scheduler(settings, broker, actors, follow_ups=FollowUps(settings))
         if mode == "per-message":
             scheduler.__class__ = PerMessageScheduler
         start = time.perf_counter()

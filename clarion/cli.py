@@ -99,7 +99,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     broker = make_broker(settings, enqueue_only=True)
     dramatiq.set_broker(broker)
     actors = declare_actors(broker, get_deliverer)
-    scheduler = build_scheduler(settings, broker, actors)
+    from clarion.followups import FollowUps
+
+    scheduler = build_scheduler(settings, broker, actors, follow_ups=FollowUps(settings))
     if args.once:
         count = scheduler.run_once()
         print(f"enqueued {count} deliveries")

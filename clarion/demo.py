@@ -18,6 +18,7 @@ sent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -339,7 +340,15 @@ class _EmbeddedRunner:
         providers = Providers(settings, {Channel.IN_APP: InAppProvider(MemoryPublisher())})
         deliverer = build_deliverer(settings, providers)
         actors = declare_actors(self.broker, lambda: deliverer)
-        self.scheduler = build_scheduler(settings, self.broker, actors)
+        from clarion.followups import FollowUps
+
+        # No gateway in embedded mode either: presence comes from the rows.
+        self.scheduler = build_scheduler(
+            dataclasses.replace(settings, policy_presence="rows"),
+            self.broker,
+            actors,
+            follow_ups=FollowUps(settings),
+        )
         self.worker = dramatiq.Worker(self.broker, worker_threads=4, worker_timeout=100)
         self._thread = threading.Thread(target=self.scheduler.run, name="scheduler", daemon=True)
 

@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session
 from clarion.api import TEMPLATE_KEY_MAX, UUIDLike, template_rows
 from clarion.core.clock import utcnow
 from clarion.core.db import get_engine, session_factory
-from clarion.core.errors import ValidationError
+from clarion.core.errors import NotFoundError, ValidationError
 from clarion.core.parse import as_enum, as_optional_uuid, as_text, as_uuid, shown
 from clarion.core.settings import get_settings
+from clarion.locales import normalize_locale
 from models.cancellation import CancelFilter, Cancelled, cancel_pending
 from models.enums import Category, Channel
 from models.policy import QuietHours
@@ -183,13 +184,19 @@ def set_template_policy(
     collapse_window: int | None = None,
     collapse_title: str | None = None,
     collapse_message: str | None = None,
+    locale: str | None = None,
     session: Session | None = None,
 ) -> None:
     """Mark ``template`` (``"auction_type/event"``) required (it ignores opt-outs,
     quiet hours and the rate limit) or collapsible (one message at once, the
     rest of ``collapse_window`` seconds folded into one follow-up rendered from
     ``collapse_title``/``collapse_message`` with the latest values, ``{count}``
-    and ``{more}``). Arguments left None are not changed."""
+    and ``{more}``). Arguments left None are not changed.
+
+    The follow-up texts are written on every language's row of the template,
+    or with ``locale`` (``"de"``) on that language's row only (each shipped
+    locale has its own); the flags and the window are always the template's
+    in every language. An unknown ``locale`` raises :class:`NotFoundError`."""
     if not isinstance(template, str) or len(template) > TEMPLATE_KEY_MAX:
         raise ValidationError("template", f"expected 'auction_type/event', got {shown(template)}")
     for name, flag in (("required", required), ("collapsible", collapsible)):
@@ -211,15 +218,22 @@ def set_template_policy(
         else as_text(collapse_message, "collapse_message", limit=10_000)
     )
 
+    language = None if locale is None else normalize_locale(locale)
+
     def write(s: Session) -> None:
         # The policy is the template's, in every language it is written in.
-        for tmpl in template_rows(s, template):
+        rows = template_rows(s, template)
+        if language is not None and language not in {t.locale for t in rows}:
+            raise NotFoundError(f"template: {template!r} has no row in locale {language!r}")
+        for tmpl in rows:
             if required is not None:
                 tmpl.required = required
             if collapsible is not None:
                 tmpl.collapsible = collapsible
             if collapse_window is not None:
                 tmpl.collapse_window_seconds = collapse_window
+            if language is not None and tmpl.locale != language:
+                continue
             if title is not None:
                 tmpl.collapse_title = title
             if message is not None:

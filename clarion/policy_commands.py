@@ -48,6 +48,7 @@ def cmd_prefs(args: argparse.Namespace) -> int:
             collapse_window=args.window,
             collapse_title=args.collapse_title,
             collapse_message=args.collapse_message,
+            locale=args.locale,
         )
         print(f"template {args.template} updated")
         return 0
@@ -125,6 +126,9 @@ def add_parsers(sub: Any) -> None:
     tmpl.add_argument("--window", type=int, help="collapse window, seconds")
     tmpl.add_argument("--collapse-title", help="follow-up title ({count}, {more}, data)")
     tmpl.add_argument("--collapse-message", help="follow-up message ({count}, {more}, data)")
+    tmpl.add_argument(
+        "--locale", help="set the follow-up texts of this language's row only (e.g. de)"
+    )
     prefs.set_defaults(func=cmd_prefs)
 
     cancel = sub.add_parser(

@@ -26,7 +26,13 @@ from clarion.core.parse import as_enum_list
 from models.enums import IN_FLIGHT, Category, Channel, DeliveryStatus, NotificationStatus, Priority
 from models.notifications import Delivery, Notification
 from models.policy import Action, ChannelDecision, PolicyConfig
-from models.policy_state import Due, plan_batch
+from models.policy_state import (
+    Due,
+    FollowUpRenderer,
+    WatchingSource,
+    plain_follow_ups,
+    plan_batch,
+)
 
 __all__ = ["Claim", "ClaimBatch", "Claims", "MessageFactory"]
 
@@ -64,11 +70,20 @@ class Claims:
     """The scheduler's queries of ``notifications`` and ``notification_deliveries``."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], *, policy: PolicyConfig | None = None
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        policy: PolicyConfig | None = None,
+        follow_ups: FollowUpRenderer = plain_follow_ups,
+        presence: WatchingSource | None = None,
     ) -> None:
         self.sessions = sessions
         #: The delivery policy applied at each claim; None: every channel goes as asked.
         self.policy = policy
+        #: Writes a collapse follow-up's texts and email (the top layer's renderer).
+        self.follow_ups = follow_ups
+        #: The gateways' live presence; None, or no answer: the connection rows.
+        self.presence = presence
 
     @property
     def postgres(self) -> bool:
@@ -165,7 +180,18 @@ class Claims:
                         template_id=row.template_id,
                     )
                 )
-            plans = plan_batch(s, good, self.policy, now) if self.policy is not None else {}
+            plans = (
+                plan_batch(
+                    s,
+                    good,
+                    self.policy,
+                    now,
+                    follow_ups=self.follow_ups,
+                    presence=self.presence,
+                )
+                if self.policy is not None
+                else {}
+            )
             deliveries: list[dict[str, Any]] = []
             ended: dict[uuid.UUID, str] = {}
             for item in good:

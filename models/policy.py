@@ -35,7 +35,7 @@ import html
 import re
 import uuid
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from models.enums import Category, Channel, Priority
@@ -393,6 +393,7 @@ def render_collapsed(
     count: int,
     *,
     html_body: bool = False,
+    number: Callable[[int], str] = str,
 ) -> str:
     """The follow-up's text: the template's collapse text with the latest values and
     ``{count}`` (events in the window, the first included) and ``{more}`` (after
@@ -400,10 +401,11 @@ def render_collapsed(
 
     Plain ``{name}`` placeholders only, as the notify templates; an unknown
     one is left as written, since the follow-up must go out regardless.
+    ``number`` writes the count (the reader's digits and separators).
     """
-    values: dict[str, Any] = {**(data or {}), "count": count, "more": count - 1}
+    values: dict[str, Any] = {**(data or {}), "count": number(count), "more": number(count - 1)}
     if text is None:
-        return f"{fallback} ({count} updates)"
+        return f"{fallback} ({number(count)} updates)"
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1)

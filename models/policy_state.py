@@ -15,6 +15,17 @@ schedulers could otherwise decide twice is locked before it is read:
 Everything else (opt-outs, quiet hours, presence) is read as is. The decision
 itself is :func:`models.policy.decide`, one call per notification in claim
 order; :meth:`State.apply` lets the next notification of the batch see it.
+
+Two ports let the layers above supply what this layer cannot hold:
+
+* :class:`WatchingSource`: the gateways' live presence (from Redis, built by
+  the scheduler's runtime), asked once per batch; when it gives no answer
+  the ``websocket_connections`` rows with a recent heartbeat are read instead;
+* :class:`FollowUpRenderer`: the follow-up's title, message and email in the
+  reader's language (Babel, Jinja2 and the email layout live in the top
+  layer, which renders every email at notify time; ``clarion scheduler``
+  hands its renderer down). Without one, :func:`plain_follow_ups` rewrites
+  the title and message only.
 """
 
 from __future__ import annotations
@@ -22,8 +33,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,7 +56,15 @@ from models.policy import (
 from models.preferences import CollapseWindow, RateCounter, load_user_policies
 from models.realtime import WebSocketConnection
 
-__all__ = ["Due", "plan_batch"]
+__all__ = [
+    "Due",
+    "FollowUp",
+    "FollowUpRenderer",
+    "FollowUpText",
+    "WatchingSource",
+    "plain_follow_ups",
+    "plan_batch",
+]
 
 _W: sa.Table = CollapseWindow.__table__  # type: ignore[assignment]
 _R: sa.Table = RateCounter.__table__  # type: ignore[assignment]
@@ -67,6 +86,76 @@ class Due:
     template_id: uuid.UUID | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUp:
+    """What one follow-up is written from: its carrier, the latest folded values, the count."""
+
+    carrier_id: uuid.UUID
+    user_id: uuid.UUID
+    count: int
+    #: The locale the carrier was rendered in (its template row's), None without one.
+    locale: str | None
+    category: str
+    #: The latest notification's rendered title and message: the fallback text.
+    title: str
+    message: str
+    #: The latest notification's template_data, typed values as stored.
+    data: Mapping[str, Any] | None
+    #: The collapse texts of the carrier's template row (its language's).
+    collapse_title: str | None
+    collapse_message: str | None
+    html: bool
+    action_url: str | None
+    action_label: str | None
+    #: The carrier goes by email: its stored email is rendered again.
+    email: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUpText:
+    title: str
+    message: str
+    email_html: str | None = None
+    email_text: str | None = None
+    email_layout_version: int | None = None
+
+
+class FollowUpRenderer(Protocol):
+    """Renders follow-ups inside the claim's transaction (``session``), one text per item."""
+
+    def __call__(self, session: Session, items: Sequence[FollowUp]) -> Sequence[FollowUpText]: ...
+
+
+class WatchingSource(Protocol):
+    def watching(
+        self, pairs: Collection[tuple[uuid.UUID, uuid.UUID]]
+    ) -> set[tuple[uuid.UUID, uuid.UUID]] | None:
+        """The pairs whose user watches that auction live now; None: no answer."""
+
+
+def plain_follow_ups(session: Session, items: Sequence[FollowUp]) -> list[FollowUpText]:
+    """Title and message only, values as stored (typed values shown by their amount)."""
+    out = []
+    for item in items:
+        data = {k: _plain(v) for k, v in (item.data or {}).items()}
+        title = (
+            render_collapsed(item.collapse_title, item.title, data, item.count)[:255]
+            if item.collapse_title
+            else item.title
+        )
+        message = render_collapsed(
+            item.collapse_message, item.message, data, item.count, html_body=item.html
+        )
+        out.append(FollowUpText(title=title, message=message))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict) and "type" in value:
+        return value.get("amount", value.get("value", ""))
+    return value
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Template:
     key: str
@@ -79,7 +168,13 @@ class _Template:
 
 
 def plan_batch(
-    s: Session, batch: Sequence[Due], config: PolicyConfig, now: dt.datetime
+    s: Session,
+    batch: Sequence[Due],
+    config: PolicyConfig,
+    now: dt.datetime,
+    *,
+    follow_ups: FollowUpRenderer = plain_follow_ups,
+    presence: WatchingSource | None = None,
 ) -> dict[uuid.UUID, Decision]:
     """Decide every notification of ``batch`` and write the policy's own state."""
     if not batch:
@@ -98,10 +193,14 @@ def plan_batch(
     )
     before: dict[tuple[uuid.UUID, uuid.UUID, str], Window] = {}
     if window_keys:
+        # Asked before the windows are locked: Redis's answer (or its timeout)
+        # is not waited for while other claims wait for these locks.
+        pairs = {(k[0], k[1]) for k in window_keys}
+        live = presence.watching(pairs) if presence is not None else None
         before = _lock_windows(s, window_keys)
         state.windows.update({k: dataclasses.replace(w) for k, w in before.items()})
-        state.watching = _watching(
-            s, {(k[0], k[1]) for k in window_keys}, now, config.presence_max_age
+        state.watching = (
+            live if live is not None else _watching(s, pairs, now, config.presence_max_age)
         )
     planned: dict[tuple[uuid.UUID, Channel], int] = {}
     hour = hour_slot(now)
@@ -128,7 +227,7 @@ def plan_batch(
     changed = {k: w for k, w in state.windows.items() if before.get(k) != w}
     if changed:
         _write_windows(s, changed, now)
-        _rewrite_carriers(s, changed, templates, now)
+        _rewrite_carriers(s, changed, follow_ups, now)
     if planned:
         _settle_rates(s, planned, rate_added, hour)
     return decisions
@@ -272,65 +371,111 @@ def _write_windows(
 def _rewrite_carriers(
     s: Session,
     changed: dict[tuple[uuid.UUID, uuid.UUID, str], Window],
-    templates: dict[uuid.UUID, _Template],
+    render: FollowUpRenderer,
     now: dt.datetime,
 ) -> None:
     """The follow-up says what it carries: the latest values and the count.
 
-    Written on the carrier's row each time one more is folded into it; its
-    deliveries are held until the window ends, so what the workers read then
-    is the final text.
+    Written on the carrier's row (title, message and, when it goes by email,
+    the stored email) each time one more is folded into it, in the language
+    of the carrier's template row; its deliveries are held until the window
+    ends, so what the workers read then is the final text.
     """
-    by_key = {t.key: t for t in templates.values()}
-    carriers = {
-        w.carrier_id: (w, by_key.get(k[2]))
-        for k, w in changed.items()
+    windows = {
+        w.carrier_id: w
+        for w in changed.values()
         if w.carrier_id is not None and w.latest_id is not None
     }
-    if not carriers:
+    if not windows:
         return
-    latest_ids = {w.latest_id for w, _ in carriers.values()}
-    latest = {
+    ids = set(windows) | {w.latest_id for w in windows.values()}
+    rows = {
         r.notification_id: r
         for r in s.execute(
-            sa.select(_N.c.notification_id, _N.c.title, _N.c.message, _N.c.template_data).where(
-                _N.c.notification_id.in_(latest_ids)
-            )
+            sa.select(
+                _N.c.notification_id,
+                _N.c.user_id,
+                _N.c.title,
+                _N.c.message,
+                _N.c.template_data,
+                _N.c.template_id,
+                _N.c.locale,
+                _N.c.category,
+                _N.c.action_url,
+                _N.c.action_label,
+                _N.c.email_html,
+            ).where(_N.c.notification_id.in_(ids))
         )
     }
-    params = []
-    for carrier_id, (w, t) in carriers.items():
-        row = latest.get(w.latest_id)
-        if row is None:
+    templates = _templates(
+        s,
+        {r.template_id for i, r in rows.items() if i in windows and r.template_id is not None},
+    )
+    items: list[FollowUp] = []
+    for carrier_id, w in windows.items():
+        carrier, latest = rows.get(carrier_id), rows.get(w.latest_id)
+        if carrier is None or latest is None:
             continue
-        data = row.template_data if isinstance(row.template_data, dict) else None
-        params.append(
-            {
-                "b_id": carrier_id,
-                "b_title": render_collapsed(t.title if t else None, row.title, data, w.count)[:255]
-                if t and t.title
-                else row.title,
-                "b_message": render_collapsed(
-                    t.message if t else None,
-                    row.message,
-                    data,
-                    w.count,
-                    html_body=bool(t and t.html),
-                ),
-                "b_now": now,
-            }
-        )
-    if params:
-        s.execute(
-            sa.update(_N)
-            .where(_N.c.notification_id == sa.bindparam("b_id"))
-            .values(
-                title=sa.bindparam("b_title"),
-                message=sa.bindparam("b_message"),
-                updated_at=sa.bindparam("b_now"),
+        t = templates.get(carrier.template_id) if carrier.template_id else None
+        items.append(
+            FollowUp(
+                carrier_id=carrier_id,
+                user_id=carrier.user_id,
+                count=w.count,
+                locale=carrier.locale,
+                category=str(getattr(carrier.category, "value", carrier.category)),
+                title=latest.title,
+                message=latest.message,
+                data=latest.template_data if isinstance(latest.template_data, dict) else None,
+                collapse_title=t.title if t else None,
+                collapse_message=t.message if t else None,
+                html=bool(t and t.html),
+                action_url=carrier.action_url,
+                action_label=carrier.action_label,
+                email=carrier.email_html is not None,
             )
-            .execution_options(synchronize_session=False),
-            params,
+        )
+    if not items:
+        return
+    texts = render(s, items)
+    params = []
+    for item, text in zip(items, texts, strict=True):
+        values: dict[str, Any] = {
+            "b_id": item.carrier_id,
+            "b_title": text.title[:255],
+            "b_message": text.message,
+            "b_now": now,
+        }
+        if item.email and text.email_html is not None:
+            values.update(
+                b_html=text.email_html,
+                b_text=text.email_text,
+                b_layout=text.email_layout_version,
+            )
+        params.append(values)
+    plain = [p for p in params if "b_html" not in p]
+    mailed = [p for p in params if "b_html" in p]
+    update = (
+        sa.update(_N)
+        .where(_N.c.notification_id == sa.bindparam("b_id"))
+        .execution_options(synchronize_session=False)
+    )
+    common: dict[str, Any] = {
+        "title": sa.bindparam("b_title"),
+        "message": sa.bindparam("b_message"),
+        "updated_at": sa.bindparam("b_now"),
+    }
+    if plain:
+        s.execute(update.values(**common), plain)
+    if mailed:
+        s.execute(
+            update.values(
+                **common,
+                email_html=sa.bindparam("b_html"),
+                email_text=sa.bindparam("b_text"),
+                email_layout_version=sa.bindparam("b_layout"),
+            ),
+            mailed,
         )
 
 

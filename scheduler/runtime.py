@@ -11,10 +11,12 @@ from models.callbacks import CallbackOutbox
 from models.claims import Claims
 from models.enums import Category
 from models.policy import PolicyConfig
+from models.policy_state import FollowUpRenderer
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
 from scheduler.metrics import SchedulerMetrics
 from workers.callbacks import declare_callback_actor
+from workers.presence import LivePresence
 
 
 def build_scheduler(
@@ -22,7 +24,11 @@ def build_scheduler(
     broker: dramatiq.Broker,
     actors: dict[str, dramatiq.Actor[[str], None]],
     metrics: SchedulerMetrics | None = None,
+    *,
+    follow_ups: FollowUpRenderer,
 ) -> Scheduler:
+    """The scheduler of ``settings``. ``follow_ups`` renders collapse follow-ups
+    (``clarion.followups.FollowUps``: the top layer's, handed down by the entry point)."""
     url = settings.effective_database_url
     engine = make_engine(url)
     listen_url = None
@@ -32,8 +38,14 @@ def build_scheduler(
             sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
     sessions = session_factory(engine)
+    policy = policy_config(settings)
+    presence = (
+        LivePresence.from_url(settings.redis_url, settings.events_channel)
+        if policy is not None and settings.policy_presence == "live"
+        else None
+    )
     return Scheduler(
-        Claims(sessions, policy=policy_config(settings)),
+        Claims(sessions, policy=policy, follow_ups=follow_ups, presence=presence),
         broker,
         actors,
         batch_size=settings.batch_size,

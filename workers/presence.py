@@ -10,6 +10,10 @@ auction's page right now::
     if presence.is_present(user_id, auction_id=auction_id):
         ...  # the live page shows it; no push needed
 
+:meth:`Presence.watching` asks the same of many (user, auction) pairs in one
+call; :class:`LivePresence` wraps it for the delivery policy's claim, which
+falls back to the connection rows when Redis gives no answer.
+
 One Redis round trip (a Lua script), exact to within the gateway's write
 delay (tens of milliseconds) for subscribe, unsubscribe and disconnect, and
 to within ``CLARION_PRESENCE_TTL`` (10 s) for a gateway process that died
@@ -38,9 +42,14 @@ rules in the workers and the scheduler may import it.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
+from collections.abc import Collection
 
 import redis
+
+log = logging.getLogger("clarion.presence")
 
 #: Seconds a user's hash lives after its last write; gateways refresh it well before.
 USER_KEY_TTL = 3600.0
@@ -63,6 +72,36 @@ for i = 1, #fields, 2 do
   end
 end
 return found
+"""
+
+
+# The same walk for many (user, auction) pairs in one call: KEYS[i] is the user's
+# hash and ARGV[i + 1] the auction of pair i; a process's liveness is read once.
+_ARE_PRESENT = """
+local alive = {}
+local out = {}
+for i = 1, #KEYS do
+  local fields = redis.call('HGETALL', KEYS[i])
+  local found = 0
+  local wanted = ' ' .. ARGV[i + 1] .. ' '
+  for j = 1, #fields, 2 do
+    local instance = fields[j]
+    local live = alive[instance]
+    if live == nil then
+      live = redis.call('EXISTS', ARGV[1] .. instance) == 1
+      alive[instance] = live
+    end
+    if live then
+      if ARGV[i + 1] == '' or string.find(' ' .. fields[j + 1] .. ' ', wanted, 1, true) then
+        found = 1
+      end
+    else
+      redis.call('HDEL', KEYS[i], instance)
+    end
+  end
+  out[i] = found
+end
+return out
 """
 
 
@@ -92,6 +131,7 @@ class Presence:
         self.client = client
         self.events_channel = events_channel
         self._script = client.register_script(_IS_PRESENT)
+        self._batch = client.register_script(_ARE_PRESENT)
 
     def is_present(
         self, user_id: uuid.UUID | str, auction_id: uuid.UUID | str | None = None
@@ -110,6 +150,67 @@ class Presence:
             args=[gateway_key(self.events_channel, ""), auction],
         )
         return bool(found)
+
+    def watching(
+        self, pairs: Collection[tuple[uuid.UUID, uuid.UUID]]
+    ) -> set[tuple[uuid.UUID, uuid.UUID]]:
+        """The (user, auction) pairs of ``pairs`` whose user has a connection on a live
+        gateway process subscribed to that auction now: :meth:`is_present` for a whole
+        batch in one round trip. Raises ``redis.RedisError`` if Redis does not answer."""
+        ordered = list(pairs)
+        if not ordered:
+            return set()
+        found = self._batch(
+            keys=[user_key(self.events_channel, str(u)) for u, _ in ordered],
+            args=[gateway_key(self.events_channel, ""), *(str(a) for _, a in ordered)],
+        )
+        return {pair for pair, hit in zip(ordered, found, strict=True) if hit}
+
+
+class LivePresence:
+    """Presence for the delivery policy: the live answer, or None when Redis does not give one.
+
+    The policy then falls back to the ``websocket_connections`` rows. After a
+    failure Redis is left alone for ``retry_after`` seconds, so that a Redis
+    outage costs one timeout, not one per claim; the outage is logged once
+    when it starts and once when it ends.
+    """
+
+    def __init__(self, presence: Presence, *, retry_after: float = 5.0) -> None:
+        self.presence = presence
+        self.retry_after = retry_after
+        self._down_until = 0.0
+        self._failing = False
+
+    @classmethod
+    def from_url(cls, url: str, events_channel: str, *, timeout: float = 0.5) -> LivePresence:
+        # A short timeout: the claim waits for this answer while it holds its locks.
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(Presence(client, events_channel))
+
+    def watching(
+        self, pairs: Collection[tuple[uuid.UUID, uuid.UUID]]
+    ) -> set[tuple[uuid.UUID, uuid.UUID]] | None:
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            found = self.presence.watching(pairs)
+        except redis.RedisError as exc:
+            if not self._failing:
+                log.warning(
+                    "presence unavailable in Redis (%s): using the connection rows",
+                    type(exc).__name__,
+                )
+                self._failing = True
+            self._down_until = time.monotonic() + self.retry_after
+            return None
+        if self._failing:
+            log.info("presence available in Redis again")
+            self._failing = False
+        return found
+
+    def close(self) -> None:
+        self.presence.client.close()
 
 
 def _uuid(value: uuid.UUID | str, name: str) -> str:

@@ -932,6 +932,15 @@ class Settings:
         "most this many seconds old (keep it above CLARION_GATEWAY_HEARTBEAT plus "
         "CLARION_GATEWAY_FLUSH_INTERVAL, or watching users get every channel).",
     )
+    policy_presence: str = setting(
+        "CLARION_POLICY_PRESENCE",
+        "live",
+        _choice("live", "rows"),
+        "Where the policy learns that a user watches an auction: live (the gateways' "
+        "presence in CLARION_REDIS_URL, one round trip per claimed batch; the connection "
+        "rows when Redis does not answer) or rows (websocket_connections only, for "
+        "gateways that do not share that Redis).",
+    )
     policy_required_categories: str = setting(
         "CLARION_POLICY_REQUIRED_CATEGORIES",
         "payment",

@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0011_status_callbacks"
-down_revision: str | None = "0008_receipts_suppression"
+down_revision: str | None = "0009_policy_locales"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from testdb import REDIS_URL
 
 from clarion.core.settings import Settings
+from clarion.followups import FollowUps
 from scheduler.runtime import build_scheduler
 from workers.actors import declare_actors
 from workers.broker import middleware
@@ -129,7 +130,9 @@ def test_the_scheduler_enqueues_a_claimed_batch_in_one_round_trip(
             "CLARION_BATCH_SIZE": "500",
         }
     )
-    scheduler = build_scheduler(settings, broker, declare_actors(broker, get_deliverer))
+    scheduler = build_scheduler(
+        settings, broker, declare_actors(broker, get_deliverer), follow_ups=FollowUps(settings)
+    )
     before = exec_calls(broker.client)
     try:
         assert scheduler.run_once(sweep=False) == 120

@@ -229,38 +229,5 @@ def test_a_rebid_cancels_the_pending_outbid_and_the_auction_end_every_one(
     assert pl.notification(b2).error_message == "auction ended"
 
 
-def test_watching_live_goes_in_app_only_until_the_heartbeat_is_stale(
-    stack: Stack, pl: Pipeline, template: str, engine: Engine
-) -> None:
-    user = pl.user(email=True, push=True)
-    first, second = uuid.uuid4(), uuid.uuid4()
-    now = dt.datetime.now(UTC)
-    with engine.begin() as conn:
-        connection_id = conn.execute(
-            sa.text(
-                "INSERT INTO websocket_connections (user_id, session_id, socket_id,"
-                " connection_status, client_ip, user_agent, last_heartbeat, connected_at,"
-                " subscriptions, auction_subscriptions) VALUES (:u, 's', 'k', 'connected',"
-                " '127.0.0.1', 'test', :now, :now, '[]', CAST(:subs AS jsonb))"
-                " RETURNING connection_id"
-            ),
-            {"u": user.user_id, "now": now, "subs": json.dumps([str(first), str(second)])},
-        ).scalar_one()
-    live = outbid(pl, user, template, first, "$20")
-    found = settled(pl, [live])[live]
-    assert found["in_app"].status == "delivered"
-    assert {found[c].status for c in ("email", "push")} == {"cancelled"}
-    assert {found[c].policy_reason for c in ("email", "push")} == {"user watching live"}
-    assert pl.ses_requests(live) == [] and pl.fcm_requests(user.push) == []
-    # the gateway crashed: the row stays 'connected', its heartbeat ages
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE websocket_connections SET last_heartbeat = :old WHERE connection_id = :c"
-            ),
-            {"old": now - dt.timedelta(minutes=5), "c": connection_id},
-        )
-    stale = outbid(pl, user, template, second, "$21")
-    found = settled(pl, [stale])[stale]
-    assert {d.status for d in found.values()} == {"sent", "delivered"}
-    assert len(pl.ses_requests(stale)) == 1 and len(pl.fcm_requests(user.push)) == 1
+# Presence (live from the gateways, the rows as the fallback) is tested with a real
+# gateway in test_pipeline_live_presence.py.

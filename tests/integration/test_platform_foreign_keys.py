@@ -111,6 +111,7 @@ def test_standalone_has_no_platform_foreign_keys(standalone_db: str) -> None:
             ("notifications", "template_id", "notification_templates"),
             ("notification_deliveries", "notification_id", "notifications"),
             ("delivery_attempts", "delivery_id", "notification_deliveries"),
+            ("status_callbacks", "notification_id", "notifications"),
         }
         template_fk = "fk_notifications_template_id_notification_templates"
         assert [fk.name for fk in fks if fk.table_name in spec_tables] == [template_fk]

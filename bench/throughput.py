@@ -1,23 +1,32 @@
-"""Benchmark: end-to-end throughput and latency against a bare no-op Dramatiq actor.
+"""Benchmark: end-to-end throughput and latency against a bare no-op Dramatiq drain.
 
-1. bare: N messages to a no-op actor (`bench/noop_actor.py`) drained by
-   ``dramatiq --processes P --threads T`` on the same Redis;
-2. clarion: N in-app notifications (bulk INSERT; the in-app provider is a Redis
-   PUBLISH, the cheapest real provider) claimed by ``clarion scheduler`` and
-   delivered by ``clarion worker --processes P --threads T``; time from the
-   start of the processes to the last delivery written back;
+For each broker, in ONE run (ratios are what compare across runs):
+
+1. bare: N messages to a no-op actor (``bench/noop_actor.py``) drained by
+   ``dramatiq --processes P --threads T`` on the same broker, before and after
+   the Clarion runs (the ratio uses their mean);
+2. for each channel (``in_app``: a Redis PUBLISH; ``webhook``: a POST to the
+   webhook sandbox in a process of its own, answering after each provider
+   latency given): N notifications (bulk INSERT) claimed by ``clarion
+   scheduler`` and delivered by ``clarion worker --processes P --threads T``;
+   time from the start of the processes to the last delivery written back,
+   and the largest resident size of a worker process meanwhile;
 3. latency at low load: notifications created one at a time with
-   ``clarion.notify``; creation -> provider acceptance (``delivered_at -
-   created_at`` of the delivery row), p50 and p99;
-4. latency under load: notifications created at half the throughput measured
-   in 2. for ``--load-seconds``, creation -> acceptance p50 and p99.
+   ``clarion.notify``, creation -> provider acceptance (``delivered_at -
+   created_at`` of the delivery row);
+4. latency at half load: notifications created at half the rate measured in
+   2. for ``--load-seconds``, creation -> provider acceptance.
 
-    .venv/bin/python bench/throughput.py [-n 10000] [--processes 2] [--threads 32]
+    python -m bench throughput [-n 10000] [--broker redis,rabbitmq] \\
+        [--channel in_app,webhook] [--provider-latency-ms 0,200] \\
+        [--json PATH] [--chart PATH] [--latency-chart PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -25,226 +34,415 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from clarion import migrate  # noqa: E402
-from clarion.core.db import make_engine  # noqa: E402
-from clarion.core.settings import Settings, reset_settings  # noqa: E402
+from bench import common, report  # noqa: E402
+from bench.rss import PeakRSS  # noqa: E402
 
-ADMIN_URL = os.environ.get(
-    "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+CHANNELS = ("in_app", "webhook")
+DELIVERED = sa.text(
+    "SELECT count(*) FROM notification_deliveries d JOIN notifications n USING (notification_id)"
+    " WHERE n.title = :title AND d.status = 'delivered'"
 )
-REDIS_URL = os.environ.get("CLARION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-BIN = Path(sys.executable).parent
+LATENCIES = sa.text(
+    "SELECT extract(epoch FROM d.delivered_at - n.created_at) FROM notification_deliveries d"
+    " JOIN notifications n USING (notification_id) WHERE n.title = :title"
+    " AND d.status = 'delivered' ORDER BY 1"
+)
+# Recipients: a pool of USERS users, ids md5('<seed>-<i>') (the same in SQL and Python),
+# about ten notifications each as at an auction's end; one user for everything would
+# put every delivery behind the per-user rate limit and its one counter row.
+USERS = sa.text(
+    "INSERT INTO user_addresses (user_id, channel, address)"
+    " SELECT CAST(md5(:seed || '-' || g) AS uuid), 'webhook', :a"
+    " FROM generate_series(0, :users - 1) AS g"
+)
+INSERT = sa.text(
+    "INSERT INTO notifications (user_id, notification_type, category, priority, title, message,"
+    " delivery_channels) SELECT CAST(md5(:seed || '-' || ((g + :offset) % :users)) AS uuid),"
+    " CAST(:channel AS notification_channel), 'bid', 'normal', CAST(:title AS text),"
+    " CAST(:title AS text) || ' message ' || g,"
+    " jsonb_build_array(CAST(:channel AS text)) FROM generate_series(1, :k) AS g"
+)
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
+def pool_user(seed: str, i: int) -> uuid.UUID:
+    """User ``i`` of the recipients' pool ``seed`` (see USERS)."""
+    return uuid.UUID(hashlib.md5(f"{seed}-{i}".encode()).hexdigest())  # noqa: S324 - an id, not a secret
+
+
+def csv(kind: type, choices: tuple[str, ...] | None = None) -> Any:
+    """An argparse type: a comma-separated list of ``kind``, checked against ``choices``."""
+
+    def parse(text: str) -> list[Any]:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a comma-separated list of {', '.join(choices or ('numbers',))}"
+            )
+        return values
+
+    return parse
 
 
-def bare(n: int, processes: int, threads: int) -> float:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    env = {**os.environ, "CLARION_BROKER_URL": REDIS_URL, "PYTHONPATH": str(ROOT / "bench")}
-    sys.path.insert(0, str(ROOT / "bench"))
-    os.environ["CLARION_BROKER_URL"] = REDIS_URL
-    import noop_actor  # type: ignore[import-not-found]
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench throughput",
+        description="End-to-end deliveries/s and latency, against a bare Dramatiq no-op drain"
+        " on the same broker in the same run.",
+    )
+    p.add_argument("-n", type=int, default=10000, help="notifications per run (default 10000)")
+    p.add_argument("--broker", type=csv(str, common.BROKERS), default=["redis"])
+    p.add_argument("--channel", type=csv(str, CHANNELS), default=["in_app"])
+    p.add_argument(
+        "--provider-latency-ms",
+        type=csv(float),
+        default=[0.0],
+        help="webhook receiver's answer delay(s), e.g. 0,200 (in-app runs once, at 0)",
+    )
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--probes", type=int, default=50, help="low-load probes, one at a time")
+    p.add_argument("--load-seconds", type=float, default=20.0, help="half-load phase length")
+    p.add_argument("--json", type=Path, help="default bench/results/throughput-<time>.json")
+    p.add_argument("--chart", type=Path, help="PNG: deliveries/s against provider latency")
+    p.add_argument("--latency-chart", type=Path, help="PNG: latency distribution (CDF)")
+    return p
 
-    for i in range(n):
-        noop_actor.noop.send(i)
+
+# --- the bare no-op drain -----------------------------------------------------------
+
+
+def bare(broker: str, n: int, processes: int, threads: int) -> float:
+    """Messages/s of ``dramatiq noop_actor`` draining ``n`` queued no-op messages."""
+    url = common.broker_url(broker)
+    common.reset_broker(url)
+    counter = redis.Redis.from_url(common.REDIS_URL)
+    counter.delete("bench:noop:done")
+    env = {
+        **os.environ,
+        "CLARION_BROKER_URL": url,
+        "CLARION_BENCH_REDIS_URL": common.REDIS_URL,
+        "PYTHONPATH": str(ROOT / "bench"),
+    }
+    # Enqueue from a child process: the actor module binds its broker when imported.
+    subprocess.run(
+        [sys.executable, "-c", f"import noop_actor\nfor i in range({n}): noop_actor.noop.send(i)"],
+        env=env,
+        cwd=ROOT / "bench",
+        check=True,
+    )
     start = time.perf_counter()
+    dramatiq = Path(sys.executable).parent / "dramatiq"
     procs = [
         subprocess.Popen(
-            [
-                str(BIN / "dramatiq"),
-                "noop_actor",
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-            ],
+            [str(dramatiq), "noop_actor", "--processes", str(processes), "--threads", str(threads)],
             env=env,
             cwd=ROOT / "bench",
             stderr=subprocess.DEVNULL,
         )
     ]
     try:
-        while int(client.get("bench:noop:done") or 0) < n:
+        while int(counter.get("bench:noop:done") or 0) < n:
+            if procs[0].poll() is not None:
+                raise SystemExit(f"bare dramatiq exited ({procs[0].returncode})")
             time.sleep(0.01)
-        return time.perf_counter() - start
+        return n / (time.perf_counter() - start)
     finally:
-        stop(procs)
+        common.stop(procs)
+        counter.close()
+
+
+# --- the webhook receiver, in a process of its own ------------------------------------
+
+
+def serve_webhook(latency_s: float, port: Any, stop: Any) -> None:
+    """Run the webhook sandbox answering after ``latency_s`` until ``stop`` is set."""
+    from channels.sandboxes.webhook import WebhookReceiver
+
+    with WebhookReceiver(latency=latency_s) as receiver:
+        # socketserver listens with a backlog of 5: a worker's 64 threads connecting
+        # at once would see resets, retried seconds later, and measure the backlog.
+        receiver._server.socket.listen(1024)
+        port.value = receiver.port
+        stop.wait()
+
+
+class Receiver:
+    """The webhook sandbox in a spawned process (its threads off this process's GIL)."""
+
+    def __init__(self, latency_s: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._port = ctx.Value("i", 0)
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=serve_webhook, args=(latency_s, self._port, self._stop))
+
+    def __enter__(self) -> str:
+        self._proc.start()
+        deadline = time.time() + 30
+        while self._port.value == 0:
+            if time.time() > deadline or not self._proc.is_alive():
+                raise SystemExit("the webhook sandbox did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self._port.value}/hooks/bench"
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+# --- one Clarion run ----------------------------------------------------------------
+
+
+def probe_latencies(
+    engine: sa.Engine, pool: tuple[str, int], channel: str, probes: int
+) -> list[float]:
+    """Creation -> acceptance of ``probes`` notifications created one at a time."""
+    import clarion as api
+
+    q = sa.text(
+        "SELECT extract(epoch FROM d.delivered_at - n.created_at) FROM notification_deliveries d"
+        " JOIN notifications n USING (notification_id) WHERE d.notification_id = :id"
+        " AND d.status = 'delivered'"
+    )
+    out: list[float] = []
+    for i in range(probes):
+        user = pool_user(pool[0], i % pool[1])
+        note = api.notify(user, title="Probe", message="probe", category="bid", channels=[channel])
+        deadline = time.time() + 30
+        with engine.connect() as conn:
+            while time.time() < deadline:
+                value = conn.execute(q, {"id": note.notification_id}).scalar()
+                conn.rollback()
+                if value is not None:
+                    out.append(float(value))
+                    break
+                time.sleep(0.005)
+        time.sleep(0.05)
+    return out
 
 
 def steady_load(
-    engine: sa.Engine, user: uuid.UUID, *, rate: float, seconds: float
-) -> tuple[float, float, float, int]:
-    """Create notifications at ``rate``/s for ``seconds``; creation -> accepted p50/p99.
-
-    Returns (achieved rate, p50 s, p99 s, count).
-    """
+    engine: sa.Engine,
+    pool: tuple[str, int],
+    channel: str,
+    *,
+    rate: float,
+    seconds: float,
+    procs: list[subprocess.Popen[bytes]],
+) -> tuple[float, list[float]]:
+    """Create notifications at ``rate``/s for ``seconds`` (an INSERT every 50 ms);
+    returns the achieved rate and every creation -> acceptance latency."""
     tick = 0.05
     per_tick = max(1, round(rate * tick))
-    insert = sa.text(
-        "INSERT INTO notifications (user_id, notification_type, category, priority,"
-        " title, message, delivery_channels) SELECT :u, 'in_app', 'bid', 'normal',"
-        " 'Load', 'Load message ' || g, '[\"in_app\"]'::jsonb FROM generate_series(1, :k) AS g"
-    )
     start = time.perf_counter()
     sent = 0
     next_tick = start
     while time.perf_counter() - start < seconds:
         with engine.begin() as conn:
-            conn.execute(insert, {"u": user, "k": per_tick})
+            conn.execute(
+                INSERT,
+                {
+                    "seed": pool[0],
+                    "users": pool[1],
+                    "offset": sent,
+                    "channel": channel,
+                    "title": "Load",
+                    "k": per_tick,
+                },
+            )
         sent += per_tick
         next_tick += tick
         time.sleep(max(0.0, next_tick - time.perf_counter()))
     achieved = sent / (time.perf_counter() - start)
-    done = sa.text(
-        "SELECT count(*) FROM notification_deliveries d JOIN notifications n"
-        " USING (notification_id) WHERE n.title = 'Load' AND d.status = 'delivered'"
-    )
-    deadline = time.time() + 120
+    common.wait_for(engine, DELIVERED, sent, params={"title": "Load"}, timeout=300, procs=procs)
     with engine.connect() as conn:
-        while conn.execute(done).scalar_one() < sent and time.time() < deadline:
-            time.sleep(0.1)
-        p50, p99 = conn.execute(
-            sa.text(
-                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x),"
-                " percentile_cont(0.99) WITHIN GROUP (ORDER BY x) FROM ("
-                " SELECT extract(epoch FROM d.delivered_at - n.created_at) AS x"
-                " FROM notification_deliveries d JOIN notifications n USING (notification_id)"
-                " WHERE n.title = 'Load' AND d.status = 'delivered') AS t"
-            )
-        ).one()
-    return achieved, float(p50), float(p99), sent
+        values = [float(v) for v in conn.execute(LATENCIES, {"title": "Load"}).scalars()]
+    return achieved, values
 
 
-def clarion(
-    n: int, processes: int, threads: int, probes: int, load_seconds: float
-) -> tuple[float, list[float], tuple[float, float, float, int]]:
-    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        migrate.upgrade(url)
+def clarion_run(broker: str, channel: str, latency_ms: float, args: argparse.Namespace) -> dict:
+    """One end-to-end run on a fresh database; its figures as a dict."""
+    from clarion.core.db import make_engine
+    from clarion.core.settings import Settings, reset_settings
+
+    receiver = Receiver(latency_ms / 1000) if channel == "webhook" else None
+    with common.scratch_database() as url:
+        common.reset_broker(common.broker_url(broker))
         engine = make_engine(url)
-        user = uuid.uuid4()
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO notifications (user_id, notification_type, category, priority,"
-                    " title, message, delivery_channels) SELECT :u, 'in_app', 'bid', 'normal',"
-                    " 'Bench ' || g, 'Bench message ' || g, '[\"in_app\"]'::jsonb"
-                    " FROM generate_series(1, :n) AS g"
-                ),
-                {"u": user, "n": n},
+        pool = (uuid.uuid4().hex, max(1, args.n // 10))
+        hook = receiver.__enter__() if receiver else None
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            with engine.begin() as conn:
+                if hook:
+                    conn.execute(USERS, {"seed": pool[0], "users": pool[1], "a": hook})
+                conn.execute(
+                    INSERT,
+                    {
+                        "seed": pool[0],
+                        "users": pool[1],
+                        "offset": 0,
+                        "channel": channel,
+                        "title": "Bench",
+                        "k": args.n,
+                    },
+                )
+            procs = common.start_clarion(
+                common.clarion_env(url, broker), args.processes, args.threads
             )
-        env = {
-            **os.environ,
-            "CLARION_DATABASE_URL": url,
-            "CLARION_BROKER_URL": REDIS_URL,
-            "CLARION_REDIS_URL": REDIS_URL,
-            "CLARION_LOG_LEVEL": "WARNING",
-        }
-        done_q = sa.text("SELECT count(*) FROM notification_deliveries WHERE status = 'delivered'")
-        start = time.perf_counter()
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "clarion", "scheduler"], env=env),
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "clarion",
-                    "worker",
-                    "--processes",
-                    str(processes),
-                    "--threads",
-                    str(threads),
-                ],
-                env=env,
-            ),
-        ]
-        with engine.connect() as conn:
-            while conn.execute(done_q).scalar_one() < n:
-                time.sleep(0.05)
-        elapsed = time.perf_counter() - start
-
-        reset_settings(Settings.from_env({"CLARION_DATABASE_URL": url}))
-        import clarion as api
-
-        latencies: list[float] = []
-        for _ in range(probes):
-            note = api.notify(
-                user, title="Probe", message="probe", category="bid", channels=["in_app"]
+            with PeakRSS(procs[-1].pid) as rss:
+                elapsed = common.wait_for(
+                    engine, DELIVERED, args.n, params={"title": "Bench"}, procs=procs
+                )
+            rate = args.n / elapsed
+            reset_settings(
+                Settings.from_env(
+                    {"CLARION_DATABASE_URL": url, "CLARION_REDIS_URL": common.REDIS_URL}
+                )
             )
-            q = sa.text(
-                "SELECT extract(epoch FROM d.delivered_at - n.created_at) FROM"
-                " notification_deliveries d JOIN notifications n USING (notification_id)"
-                " WHERE d.notification_id = :id AND d.status = 'delivered'"
+            low = probe_latencies(engine, pool, channel, args.probes)
+            half_rate, half = steady_load(
+                engine, pool, channel, rate=rate / 2, seconds=args.load_seconds, procs=procs
             )
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                with engine.connect() as conn:
-                    value = conn.execute(q, {"id": note.notification_id}).scalar()
-                if value is not None:
-                    latencies.append(float(value))
-                    break
-                time.sleep(0.005)
-            time.sleep(0.05)
-        under_load = steady_load(engine, user, rate=n / elapsed / 2, seconds=load_seconds)
-        return elapsed, latencies, under_load
-    finally:
-        stop(procs)
-        reset_settings(None)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            common.stop(procs)
+            reset_settings(None)
+            if receiver:
+                receiver.__exit__()
+            engine.dispose()
+    return {
+        "broker": broker,
+        "channel": channel,
+        "latency_ms": latency_ms,
+        "n": args.n,
+        "seconds": elapsed,
+        "rate": rate,
+        "worker_max_rss_mb": rss.max_process / 2**20,
+        "worker_tree_rss_mb": rss.max_total / 2**20,
+        "low_load": {"count": len(low), "p50": _p(low, 0.5), "p99": _p(low, 0.99), "values": low},
+        "half_load": {
+            "rate": half_rate,
+            "count": len(half),
+            "p50": _p(half, 0.5),
+            "p99": _p(half, 0.99),
+            "values": half,
+        },
+        "load_average": list(common.load_average()),
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=10000)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--probes", type=int, default=50)
-    parser.add_argument("--load-seconds", type=float, default=20.0)
-    args = parser.parse_args()
-    bare_s = bare(args.n, args.processes, args.threads)
-    print(f"bare no-op actor : {args.n} messages in {bare_s:.2f} s = {args.n / bare_s:.0f}/s")
-    e2e_s, lat, (rate, p50, p99_load, count) = clarion(
-        args.n, args.processes, args.threads, args.probes, args.load_seconds
-    )
-    print(
-        f"clarion in_app   : {args.n} deliveries in {e2e_s:.2f} s = {args.n / e2e_s:.0f}/s"
-        f"  (ratio {bare_s / e2e_s:.2f} of bare)"
-    )
-    if lat:
-        lat.sort()
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        print(
-            f"low-load latency : creation -> accepted p50 {statistics.median(lat) * 1000:.0f} ms"
-            f"  p99 {p99 * 1000:.0f} ms  ({len(lat)} probes)"
+def _p(values: list[float], q: float) -> float | None:
+    return report.percentile(values, q)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.n < 1:
+        raise SystemExit("-n: at least one notification")
+    runs: list[dict] = []
+    bares: dict[str, list[float]] = {}
+    for broker in args.broker:
+        bares[broker] = [bare(broker, args.n, args.processes, args.threads)]
+        print(f"bare no-op, {broker}: {bares[broker][0]:,.0f}/s", flush=True)
+        for channel in args.channel:
+            latencies = args.provider_latency_ms if channel == "webhook" else [0.0]
+            for latency_ms in latencies:
+                run = clarion_run(broker, channel, latency_ms, args)
+                print(
+                    f"clarion {channel}, {broker}, provider {latency_ms:g} ms:"
+                    f" {run['rate']:,.0f}/s, worker RSS max {run['worker_max_rss_mb']:.0f} MB,"
+                    f" load average {run['load_average'][0]:.1f}",
+                    flush=True,
+                )
+                runs.append(run)
+        bares[broker].append(bare(broker, args.n, args.processes, args.threads))
+        print(f"bare no-op again, {broker}: {bares[broker][1]:,.0f}/s", flush=True)
+    for run in runs:
+        run["bare_rates"] = bares[run["broker"]]
+        run["bare_rate"] = statistics.fmean(bares[run["broker"]])
+        run["ratio"] = run["rate"] / run["bare_rate"]
+    rows = [
+        (
+            r["broker"],
+            r["channel"],
+            f"{r['latency_ms']:g}",
+            r["bare_rate"],
+            r["rate"],
+            f"{r['ratio']:.2f}",
+            f"{_ms(r['low_load']['p50'])} / {_ms(r['low_load']['p99'])}",
+            r["half_load"]["rate"],
+            f"{_ms(r['half_load']['p50'])} / {_ms(r['half_load']['p99'])}",
+            f"{r['worker_max_rss_mb']:.0f}",
+            f"{r['load_average'][0]:.1f}",
         )
+        for r in runs
+    ]
+    print()
     print(
-        f"at half the max  : {rate:.0f}/s for {count} notifications, creation -> accepted"
-        f" p50 {p50 * 1000:.0f} ms  p99 {p99_load * 1000:.0f} ms"
+        f"{args.n:,} notifications, worker {args.processes} x {args.threads} threads"
+        " (latencies: creation -> provider acceptance, ms)"
     )
+    print(
+        report.table(
+            [
+                "broker",
+                "channel",
+                "provider ms",
+                "bare no-op/s",
+                "Clarion/s",
+                "ratio",
+                "low load p50 / p99",
+                "half load/s",
+                "half load p50 / p99",
+                "worker RSS MB",
+                "load avg",
+            ],
+            rows,
+        )
+    )
+    path = report.write_json(
+        args.json or report.default_json("throughput"),
+        {"benchmark": "throughput", "args": vars(args), "bare": bares, "runs": runs},
+    )
+    print(f"\nJSON: {path}")
+    title = f"{args.n:,} notifications, worker {args.processes} x {args.threads}"
+    chart = report.throughput_chart(
+        args.chart or path.with_suffix(".png"),
+        runs,
+        f"Throughput against provider latency ({title})",
+    )
+    print(f"chart: {chart}")
+    series: dict[str, list[float]] = {}
+    for r in runs:
+        label = f"{r['channel']} {r['latency_ms']:g} ms, {r['broker']}"
+        series[f"{label}, low load"] = r["low_load"]["values"]
+        series[f"{label}, half load"] = r["half_load"]["values"]
+    latency = report.latency_chart(
+        args.latency_chart or path.with_name(path.stem + "-latency.png"),
+        series,
+        "Creation -> provider acceptance",
+    )
+    print(f"latency chart: {latency}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,8 @@ Usage::
 Every POST answers 200 unless a fault says otherwise. With ``secret`` each
 delivery records whether its ``webhook-signature`` verified; with
 ``reject_unverified=True`` an unverified one is answered 401, the way a real
-receiver would.
+receiver would. ``latency=0.2`` delays every answer by 200 ms (the same knob as
+``hook.latency``; ``reset()`` sets it back to 0).
 
 The provider refuses loopback endpoints unless ``allow_private=True``.
 """
@@ -53,8 +54,13 @@ class WebhookReceiver(HTTPSandbox):
         secret: str | None = None,
         reject_unverified: bool = False,
         tolerance: float = DEFAULT_TOLERANCE,
+        latency: float = 0.0,
     ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0 seconds, not {latency!r}")
         super().__init__(host, port)
+        # A receiver as slow as a real one (a provider answering in 50-400 ms).
+        self.latency = latency
         self.secret = secret
         self.reject_unverified = reject_unverified
         self.tolerance = tolerance

@@ -1,0 +1,1 @@
+"""Clarion's benchmarks, run by hand and never as timed tests: ``python -m bench --list``."""

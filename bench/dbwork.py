@@ -6,7 +6,8 @@ delivered by a real ``clarion scheduler`` and ``clarion worker``. Counted:
 
 * rows inserted / updated / deleted per table, from ``pg_stat_user_tables``
   (taken with every counting backend gone, so their counters are flushed);
-* SQL statements by verb and commits, counted client-side in every Clarion
+* SQL statements by verb and commits (an executemany counts once, and once per
+  parameter set under "server side"), counted client-side in every Clarion
   process by SQLAlchemy events (``bench/sqlcount/sitecustomize.py`` on their
   PYTHONPATH), so pg_stat_statements is not needed;
 * the statements the processes run while idle (their polling loops), over
@@ -179,6 +180,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
             "create_commits": create_sql.get("commits", 0) / n,
             "create_rows_written": _written(diff(created, before)) / n,
             "deliver_statements": corrected.get("statements", 0) / n,
+            "deliver_statements_server": corrected.get("statements_server", 0) / n,
             "deliver_commits": corrected.get("commits", 0) / n,
             "deliver_rows_written": _written(diff(delivered, created)) / n,
         },
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 p["create_commits"],
                 p["create_rows_written"],
                 p["deliver_statements"],
+                p["deliver_statements_server"],
                 p["deliver_commits"],
                 p["deliver_rows_written"],
                 f"{r['load_average'][0]:.1f}",
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 "commits",
                 "rows written",
                 "deliver: statements",
+                "(server side)",
                 "commits",
                 "rows written",
                 "load avg",
@@ -242,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {c['updated'] / r['n']:.2f} upd  {c['deleted'] / r['n']:.2f} del"
                 )
         verbs = r["deliver"]["statements_less_idle"]
+        shown = {k: v for k, v in verbs.items() if not k.startswith("statements")}
         print(
             "  deliver statements by verb: "
-            + ", ".join(f"{k} {v / r['n']:.2f}" for k, v in verbs.items() if k != "statements")
+            + ", ".join(f"{k} {v / r['n']:.2f}" for k, v in shown.items())
         )
     path = report.write_json(
         args.json or report.default_json("dbwork"),

@@ -32,9 +32,13 @@ if KEY and URL:
             # A CTE: count it by what it ends up doing.
             upper = statement.upper()
             verb = next((v for v in ("INSERT", "UPDATE", "DELETE") if v in upper), "SELECT")
+        # An executemany is one call from the client but one statement per parameter
+        # set for the server (psycopg pipelines them): both are counted.
+        sets = len(parameters) if executemany and parameters else 1
         with _lock:
             _counts[verb] += 1
             _counts["statements"] += 1
+            _counts["statements_server"] += sets
 
     @event.listens_for(Engine, "commit")
     def _commit(conn):  # type: ignore[no-untyped-def]

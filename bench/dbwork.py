@@ -10,6 +10,8 @@ delivered by a real ``clarion scheduler`` and ``clarion worker``. Counted:
   parameter set under "server side"), counted client-side in every Clarion
   process by SQLAlchemy events (``bench/sqlcount/sitecustomize.py`` on their
   PYTHONPATH), so pg_stat_statements is not needed;
+* the most database connections open at once (``pg_stat_activity``), less the
+  bench's own;
 * the statements the processes run while idle (their polling loops), over
   ``--idle-seconds`` after the last delivery, to subtract from the busy phase.
 
@@ -38,6 +40,7 @@ from bench import common, report  # noqa: E402
 from bench.throughput import CHANNELS, DELIVERED, Receiver, csv  # noqa: E402
 
 SQLCOUNT = ROOT / "bench" / "sqlcount"
+CONNECTIONS = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
 TABLES = sa.text(
     "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
 )
@@ -140,8 +143,21 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
             created = table_counts(url)
             create_sql = settled(counter, key)
             procs = common.start_clarion(env, args.processes, args.threads)
+            peak = [0]
+
+            def connections() -> None:
+                # The database connections Clarion's processes hold at full load.
+                with engine.connect() as conn:
+                    now = conn.execute(CONNECTIONS).scalar_one()
+                peak[0] = max(peak[0], int(now) - 2)  # less the bench's two
+
             busy = common.wait_for(
-                engine, DELIVERED.bindparams(title="Work"), args.n, procs=procs, every=0.25
+                engine,
+                DELIVERED.bindparams(title="Work"),
+                args.n,
+                procs=procs,
+                every=0.25,
+                on_tick=connections,
             )
             at_done = settled(counter, key)
             time.sleep(args.idle_seconds)
@@ -165,6 +181,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
         "channel": channel,
         "n": n,
         "deliver_seconds": busy,
+        "max_connections": peak[0],
         "create": {
             "rows": diff(created, before),
             "statements": create_sql,
@@ -217,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 p["deliver_statements_server"],
                 p["deliver_commits"],
                 p["deliver_rows_written"],
+                r["max_connections"],
                 f"{r['load_average'][0]:.1f}",
             )
         )
@@ -232,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(server side)",
                 "commits",
                 "rows written",
+                "DB connections",
                 "load avg",
             ],
             rows,

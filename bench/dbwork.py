@@ -12,6 +12,8 @@ delivered by a real ``clarion scheduler`` and ``clarion worker``. Counted:
   PYTHONPATH), so pg_stat_statements is not needed;
 * the most database connections open at once (``pg_stat_activity``), less the
   bench's own;
+* Redis commands by name while delivering (``INFO commandstats``, the broker's
+  and the in-app PUBLISH; the bench's own counters left out);
 * the statements the processes run while idle (their polling loops), over
   ``--idle-seconds`` after the last delivery, to subtract from the busy phase.
 
@@ -101,6 +103,20 @@ def settled(client: redis.Redis, key: str) -> dict[str, int]:
         time.sleep(0.5)
 
 
+#: The bench's own Redis commands (the statement counters), left out of Clarion's.
+OWN_COMMANDS = {"hincrby", "hgetall", "info", "del", "ping", "client|setinfo", "hello"}
+
+
+def redis_calls(client: redis.Redis) -> dict[str, int]:
+    """Commands the Redis server has run, by name (INFO commandstats), less the bench's."""
+    stats = client.info("commandstats")
+    return {
+        k.removeprefix("cmdstat_"): int(v["calls"])
+        for k, v in stats.items()
+        if k.removeprefix("cmdstat_") not in OWN_COMMANDS
+    }
+
+
 def minus(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) - b.get(k, 0) for k in sorted(set(a) | set(b))}
 
@@ -142,6 +158,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
             )
             created = table_counts(url)
             create_sql = settled(counter, key)
+            redis_before = redis_calls(counter)
             procs = common.start_clarion(env, args.processes, args.threads)
             peak = [0]
 
@@ -160,6 +177,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
                 on_tick=connections,
             )
             at_done = settled(counter, key)
+            redis_busy = minus(redis_calls(counter), redis_before)
             time.sleep(args.idle_seconds)
             idle_end = settled(counter, key)
         finally:
@@ -191,6 +209,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
             "statements": deliver_sql,
             "statements_idle_per_second": per_s,
             "statements_less_idle": corrected,
+            "redis_commands": redis_busy,
         },
         "per_delivery": {
             "create_statements": create_sql.get("statements", 0) / n,
@@ -200,6 +219,7 @@ def run(broker: str, channel: str, args: argparse.Namespace) -> dict[str, Any]:
             "deliver_statements_server": corrected.get("statements_server", 0) / n,
             "deliver_commits": corrected.get("commits", 0) / n,
             "deliver_rows_written": _written(diff(delivered, created)) / n,
+            "redis_commands": sum(redis_busy.values()) / n if broker == "redis" else None,
         },
         "load_average": list(common.load_average()),
     }
@@ -265,6 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {c['updated'] / r['n']:.2f} upd  {c['deleted'] / r['n']:.2f} del"
                 )
         verbs = r["deliver"]["statements_less_idle"]
+        print(
+            "  Redis commands (broker and in-app publish, idle polling included): "
+            + ", ".join(
+                f"{k} {v / r['n']:.2f}"
+                for k, v in sorted(r["deliver"]["redis_commands"].items())
+                if v
+            )
+        )
         shown = {k: v for k, v in verbs.items() if not k.startswith("statements")}
         print(
             "  deliver statements by verb: "

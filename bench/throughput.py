@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing
 import os
 import statistics
@@ -124,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="default bench/results/throughput-<time>.json")
     p.add_argument("--chart", type=Path, help="PNG: deliveries/s against provider latency")
     p.add_argument("--latency-chart", type=Path, help="PNG: latency distribution (CDF)")
+    p.add_argument("--replot", type=Path, help="only draw the charts of an earlier run's JSON")
     return p
 
 
@@ -368,8 +370,32 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
+def charts(data: dict[str, Any], chart: Path, latency_chart: Path) -> None:
+    """Draw both charts from a run's JSON data."""
+    args, runs = data["args"], data["runs"]
+    for r in runs:
+        r.setdefault("thread_cap", args["processes"] * args["threads"])
+    title = f"{args['n']:,} notifications, worker {args['processes']} x {args['threads']}"
+    print(f"chart: {report.throughput_chart(chart, runs, f'Throughput ({title})')}")
+    series: dict[str, list[float]] = {}
+    for r in runs:
+        label = f"{r['channel']} {r['latency_ms']:g} ms, {r['broker']}"
+        series[f"{label}, low load"] = r["low_load"]["values"]
+        series[f"{label}, half load"] = r["half_load"]["values"]
+    drawn = report.latency_chart(latency_chart, series, "Creation -> acceptance")
+    print(f"latency chart: {drawn}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.replot:
+        data = json.loads(args.replot.read_text())
+        charts(
+            data,
+            args.chart or args.replot.with_suffix(".png"),
+            args.latency_chart or args.replot.with_name(args.replot.stem + "-latency.png"),
+        )
+        return 0
     if args.n < 1:
         raise SystemExit("-n: at least one notification")
     runs: list[dict] = []
@@ -438,24 +464,12 @@ def main(argv: list[str] | None = None) -> int:
         {"benchmark": "throughput", "args": vars(args), "bare": bares, "runs": runs},
     )
     print(f"\nJSON: {path}")
-    title = f"{args.n:,} notifications, worker {args.processes} x {args.threads}"
-    chart = report.throughput_chart(
+    data = json.loads(path.read_text())
+    charts(
+        data,
         args.chart or path.with_suffix(".png"),
-        runs,
-        f"Throughput against provider latency ({title})",
-    )
-    print(f"chart: {chart}")
-    series: dict[str, list[float]] = {}
-    for r in runs:
-        label = f"{r['channel']} {r['latency_ms']:g} ms, {r['broker']}"
-        series[f"{label}, low load"] = r["low_load"]["values"]
-        series[f"{label}, half load"] = r["half_load"]["values"]
-    latency = report.latency_chart(
         args.latency_chart or path.with_name(path.stem + "-latency.png"),
-        series,
-        "Creation -> provider acceptance",
     )
-    print(f"latency chart: {latency}")
     return 0
 
 

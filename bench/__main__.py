@@ -5,7 +5,7 @@ benchmark's options. Benchmarks written as modules of this package (``main(argv)
 run in this process; the older stand-alone scripts run as a child process with the
 same arguments, so ``python bench/<script>.py`` keeps working unchanged. A script
 that takes ``--json`` is given ``bench/results/<name>-<time>.json`` when no path is
-passed.
+passed; the printed output of one that does not is kept in such a file.
 """
 
 from __future__ import annotations
@@ -54,15 +54,35 @@ def names() -> list[str]:
 
 
 def run_script(name: str, argv: list[str]) -> int:
-    """Run ``bench/<name>.py`` with ``argv``; a default ``--json`` path when it takes one."""
+    """Run ``bench/<name>.py`` with ``argv``.
+
+    A script that takes ``--json`` gets a default path; for one that does not,
+    its printed output is kept, line by line, in a JSON file of its own (with
+    the machine's load), so that every run leaves a record.
+    """
     path = HERE / f"{name}.py"
-    asks_help = any(a in ("-h", "--help") for a in argv)
-    takes_json = '"--json"' in path.read_text()
-    if takes_json and not asks_help and not any(a.startswith("--json") for a in argv):
-        target = report.default_json(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        argv = [*argv, "--json", str(target)]
-    return subprocess.run([sys.executable, str(path), *argv], check=False).returncode
+    if any(a in ("-h", "--help") for a in argv):
+        return subprocess.run([sys.executable, str(path), *argv], check=False).returncode
+    if '"--json"' in path.read_text():
+        if not any(a.startswith("--json") for a in argv):
+            target = report.default_json(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            argv = [*argv, "--json", str(target)]
+        return subprocess.run([sys.executable, str(path), *argv], check=False).returncode
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, str(path), *argv], stdout=subprocess.PIPE, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line.rstrip("\n"))
+    written = report.write_json(
+        report.default_json(name),
+        {"benchmark": name, "argv": argv, "returncode": proc.returncode, "output": lines},
+    )
+    print(f"JSON: {written}")
+    return proc.returncode
 
 
 def usage() -> str:

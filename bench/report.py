@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 
 
 def default_json(name: str) -> Path:
-    """``bench/results/<name>-<UTC time>.json`` (the directory is git-ignored)."""
+    """``bench/results/<name>-<UTC time>.json`` (git-ignored), or under the directory
+    ``CLARION_BENCH_RESULTS`` names."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RESULTS / f"{name}-{stamp}.json"
+    results = Path(os.environ.get("CLARION_BENCH_RESULTS") or ROOT / "bench" / "results")
+    return results / f"{name}-{stamp}.json"
 
 
 def machine() -> dict[str, Any]:

@@ -4,6 +4,7 @@ parseable files. No timings here: the benchmarks themselves are run by hand."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +21,12 @@ from bench.__main__ import names  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, results: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLARION_BENCH_RESULTS": str(results)} if results else None
     return subprocess.run(
         [sys.executable, "-m", "bench", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=90,
@@ -54,6 +57,17 @@ def test_throughput_options_are_checked_with_a_clear_error() -> None:
     done = bench("throughput", "--channel", "carrier-pigeon")
     assert done.returncode == 2
     assert "carrier-pigeon" in done.stderr and "in_app" in done.stderr
+
+
+def test_a_script_without_json_leaves_its_output_in_a_json_record(tmp_path: Path) -> None:
+    done = bench("email_render", "--emails", "3", results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [record] = tmp_path.glob("email_render-*.json")
+    data = json.loads(record.read_text())
+    assert data["benchmark"] == "email_render" and data["returncode"] == 0
+    assert data["argv"] == ["--emails", "3"]
+    assert [line.split(":")[0] for line in data["output"]] == ["de", "ar"]
+    assert str(record) in done.stdout
 
 
 def test_an_unknown_benchmark_is_named() -> None:

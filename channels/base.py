@@ -160,6 +160,10 @@ class Provider(abc.ABC):
     #: short provider name written to the attempt history ("ses", "twilio", ...)
     name: ClassVar[str]
     channel: ClassVar[Channel]
+    #: Whether a batch's calls run together on the worker's sending pool
+    #: (``workers.sending``): true for calls that wait on a remote provider;
+    #: false for a local round trip of microseconds, cheaper made in place.
+    concurrent_sends: ClassVar[bool] = True
 
     @abc.abstractmethod
     def send(self, message: OutgoingMessage) -> Receipt:

@@ -54,6 +54,8 @@ class MemoryPublisher:
 class InAppProvider(Provider):
     name = "in_app"
     channel = Channel.IN_APP
+    #: A PUBLISH to the local Redis: handing it to another thread costs more.
+    concurrent_sends = False
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher

@@ -94,6 +94,25 @@ class GroupCommitter:
         self._submit(_Write(item, future))
         future.result()
 
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]:
+        """:meth:`start_sending` for several deliveries; they usually share a batch."""
+        takes = [_Take(d, lease_seconds, Future()) for d in dict.fromkeys(delivery_ids)]
+        self._submit_all(takes)
+        # Every future is waited for before an error is raised: a caller that
+        # retries must not race takes of its own still in the flusher's queue.
+        _wait_all([t.future for t in takes])
+        return {t.delivery_id: t.future.result() for t in takes}
+
+    def write_back_many(self, items: Sequence[WriteBack]) -> None:
+        """:meth:`write_back` for several outcomes; they usually share a batch."""
+        writes = [_Write(item, Future()) for item in items]
+        self._submit_all(writes)
+        _wait_all([w.future for w in writes])
+        for w in writes:
+            w.future.result()
+
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
         # Rare (a dead token, a gone endpoint): not worth a batch.
         self.store.disable_addresses(address_ids, reason)
@@ -106,12 +125,16 @@ class GroupCommitter:
     # --- the flusher ----------------------------------------------------------------------
 
     def _submit(self, request: _Take | _Write) -> None:
+        self._submit_all([request])
+
+    def _submit_all(self, requests: Sequence[_Take | _Write]) -> None:
         if not self._started:
             with self._lock:
                 if not self._started:
                     self._thread.start()
                     self._started = True
-        self._queue.put(request)
+        for request in requests:
+            self._queue.put(request)
 
     def _run(self) -> None:
         while True:
@@ -204,3 +227,8 @@ class GroupCommitter:
             return
         for item in items:
             deliver(item, result)
+
+
+def _wait_all(futures: Sequence[Future[Any]]) -> None:
+    for future in futures:
+        future.exception()

@@ -1,8 +1,12 @@
-"""Deliver one delivery: guard, send, decide, write back.
+"""Deliver deliveries: guard, send, decide, write back.
 
 This is everything an actor does, free of Dramatiq so that it can be driven
-directly by tests and the demo. The actor turns the returned
-:class:`Outcome` into a Dramatiq action (done, ``Retry(delay)``, dead letter).
+directly by tests and the demo. The actor turns each returned
+:class:`Outcome` into a Dramatiq action (done, a retry after a delay, a dead
+letter). A message may carry several deliveries of one queue: they share one
+guard (one transaction), their provider calls are in flight together
+(:mod:`workers.sending`), and they share one write-back; each keeps its own
+attempts, retry decision and outcome.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from tenacity import (
@@ -44,6 +48,7 @@ from workers.breaker import Breaker
 from workers.metrics import DeliveryMetrics
 from workers.outage import OutageTracker, provider_key
 from workers.retry_policy import Action, RetryPolicy, decide
+from workers.sending import Sender
 
 log = logging.getLogger("clarion.delivery")
 
@@ -74,11 +79,75 @@ class DeliveryStore(Protocol):
     """The database side of delivering: a :class:`~models.writeback.WriteBackStore`,
     or a :class:`~workers.batching.GroupCommitter` coalescing many threads' work."""
 
-    def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None: ...
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]: ...
 
-    def write_back(self, item: WriteBack) -> None: ...
+    def write_back_many(self, items: Sequence[WriteBack]) -> None: ...
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class _Plan:
+    """A taken delivery with something to send, and what its calls gave."""
+
+    job: SendJob
+    provider: Provider
+    failover: bool
+    targets: list[tuple[uuid.UUID | None, OutgoingMessage]]
+    records: list[AttemptRecord] = dataclasses.field(default_factory=list)
+    receipts: list[Receipt] = dataclasses.field(default_factory=list)
+    errors: list[tuple[uuid.UUID | None, ChannelError]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    """One provider call of a plan (one per address)."""
+
+    plan: _Plan
+    address_id: uuid.UUID | None
+    message: OutgoingMessage
+    record: AttemptRecord | None = None
+    receipt: Receipt | None = None
+    error: ChannelError | None = None
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Final:
+    """A delivery's write-back and outcome, reported once the write-back committed."""
+
+    write: WriteBack
+    outcome: Outcome
+    provider: str
+    level: int
+    #: What the log line says of it: outcome and error type, never a body or address.
+    text: str
+    retry_reason: str | None = None
+
+    def report(self, metrics: DeliveryMetrics) -> None:
+        job = self.write.job
+        log.log(
+            self.level,
+            "notification %s delivery %s %s",
+            job.notification_id,
+            job.delivery_id,
+            self.text,
+        )
+        if self.retry_reason is not None:
+            metrics.retry(job.channel.value, self.provider, self.retry_reason)
+        metrics.finished(job.channel.value, self.provider, self.outcome.result.value)
+
+
+def _fail_without_attempt(job: SendJob, error: str, provider: str) -> _Final:
+    return _Final(
+        WriteBack(job, (), DeliveryStatus.FAILED, error=error),
+        Outcome(Result.FAILED, error=error),
+        provider,
+        logging.WARNING,
+        f"failed: {error.split(':')[0]}",
+    )
 
 
 class Deliverer:
@@ -95,8 +164,11 @@ class Deliverer:
         metrics: DeliveryMetrics | None = None,
         breaker: Breaker | None = None,
         unsubscribe: UnsubscribeLinks | None = None,
+        sender: Sender | None = None,
     ) -> None:
         self.store = store
+        #: Runs a batch's provider calls together; one at a time without it.
+        self.sender = sender if sender is not None else Sender(1)
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
         #: Per provider, shared by the worker processes; consulted only where a
         #: channel has providers to fail over to.
@@ -130,24 +202,57 @@ class Deliverer:
         return self._writeback(fn, *args, **kwargs)
 
     def deliver(self, delivery_id: uuid.UUID) -> Outcome:
-        job = self._write(self.store.start_sending, delivery_id, lease_seconds=self.lease_seconds)
-        if job is None:
-            log.info("delivery %s is not sendable (already handled); message dropped", delivery_id)
-            self.metrics.drop()
-            return Outcome(Result.DROPPED)
+        """Deliver one delivery (:meth:`deliver_many` with one id)."""
+        return self.deliver_many([delivery_id])[delivery_id]
+
+    def deliver_many(self, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Outcome]:
+        """Deliver several deliveries of one queue: one guard for all of them, their
+        provider calls in flight together (:class:`~workers.sending.Sender`), one
+        write-back for all of them. Each delivery keeps its own outcome, exactly
+        as if it had come alone: its attempts, its retry decision, its dead letter.
+        """
+        ids = list(dict.fromkeys(delivery_ids))
+        jobs = self._write(self.store.start_sending_many, ids, lease_seconds=self.lease_seconds)
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        plans: list[_Plan] = []
+        finals: list[_Final] = []
+        for delivery_id in ids:
+            job = jobs.get(delivery_id)
+            if job is None:
+                log.info("delivery %s is not sendable (already handled); dropped", delivery_id)
+                self.metrics.drop()
+                outcomes[delivery_id] = Outcome(Result.DROPPED)
+                continue
+            planned = self._plan(job)
+            if isinstance(planned, _Final):
+                finals.append(planned)
+            else:
+                plans.append(planned)
+        if plans:
+            self._send(plans)
+            finals.extend(self._conclude(plans))
+        if finals:
+            self._write(self.store.write_back_many, [f.write for f in finals])
+        for final in finals:
+            final.report(self.metrics)
+            outcomes[final.write.job.delivery_id] = final.outcome
+        return outcomes
+
+    def _plan(self, job: SendJob) -> _Plan | _Final:
+        """What to send for ``job``, or its failure when there is nothing to send."""
         try:
             chain = self.providers.chain(job.channel)
         except ChannelError as exc:
-            return self._fail_without_attempt(job, str(exc), "none")
+            return _fail_without_attempt(job, str(exc), "none")
         targets = self._targets(job)
         if not targets:
-            return self._fail_without_attempt(
+            return _fail_without_attempt(
                 job,
                 f"no address: the user has no active {job.channel.value} address",
                 chain[0].name,
             )
         if job.unsubscribed:
-            return self._fail_without_attempt(
+            return _fail_without_attempt(
                 job, f"unsubscribed: the user unsubscribed from {job.category} email", chain[0].name
             )
         if job.suppressed:
@@ -157,7 +262,7 @@ class Deliverer:
                 if normal_address(job.channel, m.to) not in job.suppressed
             ]
             if not targets:
-                return self._fail_without_attempt(
+                return _fail_without_attempt(
                     job,
                     f"suppressed: the {job.channel.value} address is suppressed (a bounce, a "
                     "complaint or a provider's report; `clarion suppression remove` lifts it)",
@@ -165,103 +270,118 @@ class Deliverer:
                 )
         provider = self._choose(job, chain)
         failover = len(chain) > 1 and self.breaker is not None
+        return _Plan(job, provider, failover, targets)
 
-        records: list[AttemptRecord] = []
-        receipts: list[Receipt] = []
-        errors: list[tuple[uuid.UUID | None, ChannelError]] = []
-        for address_id, message in targets:
-            started = utcnow()
-            clock = time.perf_counter()
-            try:
-                problem = address_problem(job.channel, message.to)
-                if problem is not None:
-                    raise BadAddressError(problem, provider=provider.name)
-                receipt = provider.send(message)
-            except ChannelError as exc:
-                errors.append((address_id, exc))
-                records.append(_failed_record(exc, provider.name, started, clock))
-            except Exception as exc:
-                # An adapter let through something it does not map (a bug, a
-                # new SDK error). Treated as retryable, so that it counts
-                # against max_attempts and ends in the dead-letter queue
-                # instead of leaving the delivery stuck in 'sending'. Only the
-                # type is kept: SDK messages can quote addresses.
-                log.warning(
-                    "notification %s delivery %s: unexpected %s from the %s adapter",
-                    job.notification_id,
-                    job.delivery_id,
-                    type(exc).__name__,
-                    provider.name,
-                )
-                wrapped = RetryableError(
-                    f"unexpected {type(exc).__name__} from the {provider.name} adapter",
-                    provider=provider.name,
-                )
-                errors.append((address_id, wrapped))
-                records.append(_failed_record(wrapped, provider.name, started, clock))
-            else:
-                receipts.append(receipt)
-                records.append(
-                    AttemptRecord(
-                        outcome=AttemptOutcome.DELIVERED
-                        if receipt.delivered
-                        else AttemptOutcome.SENT,
-                        provider=receipt.provider,
-                        started_at=started,
-                        duration_ms=_elapsed_ms(clock),
-                        response=receipt.response,
-                        provider_message_id=receipt.provider_message_id,
-                    )
-                )
-            last = records[-1]
-            self.metrics.attempt(
-                job.channel.value,
-                last.provider,
-                last.outcome.value,
-                time.perf_counter() - clock,
-            )
-
-        dead = [
-            aid
-            for aid, exc in errors
-            if isinstance(exc, BadAddressError) and exc.disable_address and aid
+    def _send(self, plans: Sequence[_Plan]) -> None:
+        """Every provider call of ``plans``, in flight together; each plan gets its
+        attempt records, receipts and errors in its targets' order."""
+        calls = [
+            _Call(plan, address_id, message)
+            for plan in plans
+            for address_id, message in plan.targets
         ]
-        if dead:
-            self._write(
-                self.store.disable_addresses,
-                dead,
-                f"{provider.name} reported the address invalid or unregistered",
+        for call in calls:
+            if not call.plan.provider.concurrent_sends:
+                self._call(call)
+        self.sender.run([c for c in calls if c.plan.provider.concurrent_sends], self._call)
+        for call in calls:
+            plan = call.plan
+            record = call.record
+            assert record is not None
+            plan.records.append(record)
+            if call.receipt is not None:
+                plan.receipts.append(call.receipt)
+            elif call.error is not None:
+                plan.errors.append((call.address_id, call.error))
+            self.metrics.attempt(
+                plan.job.channel.value, record.provider, record.outcome.value, call.seconds
             )
 
-        outage_key = provider_key(provider.name, targets[0][1].to)
-        if failover and self.breaker is not None:
-            if receipts:
-                self.breaker.succeeded(provider.name)
-            elif any(exc.retryable for _, exc in errors):
-                self.breaker.failed(provider.name)
-        if receipts:
-            self.outages.succeeded(outage_key)
-            delivered = any(r.delivered for r in receipts)
-            self._write(
-                self.store.write_back,
-                WriteBack(
-                    job,
-                    tuple(records),
-                    DeliveryStatus.DELIVERED if delivered else DeliveryStatus.SENT,
-                ),
-            )
-            log.info(
-                "notification %s delivery %s %s via %s",
-                job.notification_id,
-                job.delivery_id,
-                "delivered" if delivered else "sent",
+    def _call(self, call: _Call) -> None:
+        """One provider call; never raises (an error becomes the call's record)."""
+        plan = call.plan
+        provider = plan.provider
+        started = utcnow()
+        clock = time.perf_counter()
+        try:
+            problem = address_problem(plan.job.channel, call.message.to)
+            if problem is not None:
+                raise BadAddressError(problem, provider=provider.name)
+            receipt = provider.send(call.message)
+        except ChannelError as exc:
+            call.error = exc
+            call.record = _failed_record(exc, provider.name, started, clock)
+        except Exception as exc:
+            # An adapter let through something it does not map (a bug, a
+            # new SDK error). Treated as retryable, so that it counts
+            # against max_attempts and ends in the dead-letter queue
+            # instead of leaving the delivery stuck in 'sending'. Only the
+            # type is kept: SDK messages can quote addresses.
+            log.warning(
+                "notification %s delivery %s: unexpected %s from the %s adapter",
+                plan.job.notification_id,
+                plan.job.delivery_id,
+                type(exc).__name__,
                 provider.name,
             )
-            result = Result.DELIVERED if delivered else Result.SENT
-            self.metrics.finished(job.channel.value, provider.name, result.value)
-            return Outcome(result)
+            wrapped = RetryableError(
+                f"unexpected {type(exc).__name__} from the {provider.name} adapter",
+                provider=provider.name,
+            )
+            call.error = wrapped
+            call.record = _failed_record(wrapped, provider.name, started, clock)
+        else:
+            call.receipt = receipt
+            call.record = AttemptRecord(
+                outcome=AttemptOutcome.DELIVERED if receipt.delivered else AttemptOutcome.SENT,
+                provider=receipt.provider,
+                started_at=started,
+                duration_ms=_elapsed_ms(clock),
+                response=receipt.response,
+                provider_message_id=receipt.provider_message_id,
+            )
+        call.seconds = time.perf_counter() - clock
 
-        error = _worst(errors)
+    def _conclude(self, plans: Sequence[_Plan]) -> list[_Final]:
+        """Each plan's write-back and outcome from its calls (the retry decision)."""
+        dead: dict[str, list[uuid.UUID]] = {}
+        finals = []
+        for plan in plans:
+            for aid, exc in plan.errors:
+                if isinstance(exc, BadAddressError) and exc.disable_address and aid:
+                    dead.setdefault(plan.provider.name, []).append(aid)
+            finals.append(self._decide(plan))
+        for name, address_ids in dead.items():
+            self._write(
+                self.store.disable_addresses,
+                address_ids,
+                f"{name} reported the address invalid or unregistered",
+            )
+        return finals
+
+    def _decide(self, plan: _Plan) -> _Final:
+        job, provider, records = plan.job, plan.provider, tuple(plan.records)
+        outage_key = provider_key(provider.name, plan.targets[0][1].to)
+        if plan.failover and self.breaker is not None:
+            if plan.receipts:
+                self.breaker.succeeded(provider.name)
+            elif any(exc.retryable for _, exc in plan.errors):
+                self.breaker.failed(provider.name)
+        if plan.receipts:
+            self.outages.succeeded(outage_key)
+            delivered = any(r.delivered for r in plan.receipts)
+            result = Result.DELIVERED if delivered else Result.SENT
+            return _Final(
+                WriteBack(
+                    job, records, DeliveryStatus.DELIVERED if delivered else DeliveryStatus.SENT
+                ),
+                Outcome(result),
+                provider.name,
+                logging.INFO,
+                f"{result.value} via {provider.name}",
+            )
+
+        error = _worst(plan.errors)
         attempts = job.attempts + 1
         down = False
         if error.retryable and not isinstance(error, ThrottledError):
@@ -278,51 +398,37 @@ class Deliverer:
         text = f"{type(error).__name__}: {error}"
         if decision.action is Action.RETRY:
             retry_at = utcnow() + dt.timedelta(seconds=decision.delay)
-            self._write(
-                self.store.write_back,
+            return _Final(
                 WriteBack(
                     job,
-                    tuple(records),
+                    records,
                     DeliveryStatus.QUEUED,
                     error=text,
                     counts_attempt=decision.counts_attempt,
                     retry_at=retry_at,
                     lease_seconds=self.queued_lease_seconds,
                 ),
+                Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text),
+                provider.name,
+                logging.WARNING,
+                f"{type(error).__name__} ({decision.reason}); retrying in {decision.delay:.1f} s",
+                retry_reason=decision.reason,
             )
-            log.warning(
-                "notification %s delivery %s: %s (%s); retrying in %.1f s",
-                job.notification_id,
-                job.delivery_id,
-                type(error).__name__,
-                decision.reason,
-                decision.delay,
-            )
-            self.metrics.retry(job.channel.value, provider.name, decision.reason)
-            self.metrics.finished(job.channel.value, provider.name, Result.RETRY.value)
-            return Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text)
         exhausted = decision.action is Action.EXHAUSTED
-        self._write(
-            self.store.write_back,
+        return _Final(
             WriteBack(
                 job,
-                tuple(records),
+                records,
                 DeliveryStatus.FAILED,
                 error=text,
                 counts_attempt=decision.counts_attempt,
                 dead_letter=exhausted,
             ),
+            Outcome(Result.EXHAUSTED if exhausted else Result.FAILED, error=text),
+            provider.name,
+            logging.WARNING,
+            f"failed: {type(error).__name__} ({decision.reason})",
         )
-        log.warning(
-            "notification %s delivery %s failed: %s (%s)",
-            job.notification_id,
-            job.delivery_id,
-            type(error).__name__,
-            decision.reason,
-        )
-        result = Result.EXHAUSTED if exhausted else Result.FAILED
-        self.metrics.finished(job.channel.value, provider.name, result.value)
-        return Outcome(result, error=text)
 
     def _choose(self, job: SendJob, chain: list[Provider]) -> Provider:
         """The provider for this attempt: the one after the provider whose
@@ -340,17 +446,6 @@ class Deliverer:
                 if self.breaker.allow(provider.name):
                     return provider
         return order[0]
-
-    def _fail_without_attempt(self, job: SendJob, error: str, provider: str) -> Outcome:
-        self._write(self.store.write_back, WriteBack(job, (), DeliveryStatus.FAILED, error=error))
-        self.metrics.finished(job.channel.value, provider, Result.FAILED.value)
-        log.warning(
-            "notification %s delivery %s failed: %s",
-            job.notification_id,
-            job.delivery_id,
-            error.split(":")[0],
-        )
-        return Outcome(Result.FAILED, error=error)
 
     def _targets(self, job: SendJob) -> list[tuple[uuid.UUID | None, OutgoingMessage]]:
         def message(to: str, secret: str | None = None) -> OutgoingMessage:

@@ -151,7 +151,15 @@ _WRITE_DELIVERY = (
         _D.c.delivery_id == sa.bindparam("b_delivery_id"),
         _D.c.take_token == sa.bindparam("b_take_token"),
     )
-    .values({**{c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS}, "take_token": None})
+    .values(
+        {
+            **{c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS},
+            "take_token": None,
+            "message_id": sa.func.coalesce(
+                sa.bindparam("b_message_id", type_=sa.String), _D.c.message_id
+            ),
+        }
+    )
 )
 _INSERT_ATTEMPTS = sa.insert(_A)
 
@@ -233,6 +241,9 @@ class WriteBack:
     retry_at: dt.datetime | None = None
     lease_seconds: float = 3600.0
     dead_letter: bool = False
+    #: The broker message that carries the delivery from now on (a retry or a
+    #: dead letter sent as a message of its own); None keeps the row's.
+    message_id: str | None = None
 
 
 # --- taking deliveries --------------------------------------------------------------
@@ -462,6 +473,7 @@ def write_back(
                 "b_failed_at": now if item.status is DeliveryStatus.FAILED else None,
                 "b_dead_lettered_at": now if item.dead_letter else None,
                 "b_updated_at": now,
+                "b_message_id": item.message_id,
             }
         )
         for record in item.attempts:

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 
 import dramatiq
+from dramatiq.message import generate_unique_id
 from dramatiq.middleware import CurrentMessage
 
 from models.enums import Channel
@@ -123,7 +124,7 @@ def _batch_function(
             log.error("a %s batch carries a malformed delivery id; dropped", single.queue_name)
             return
         try:
-            outcomes = get_deliverer().deliver_many(ids)
+            outcomes = get_deliverer().deliver_many(ids, message_ids=generate_unique_id)
         except Exception as exc:
             log.warning(
                 "a batch of %d %s deliveries failed (%s); sending them one by one",
@@ -135,25 +136,32 @@ def _batch_function(
                 single.send(str(delivery_id))
             return
         for delivery_id, outcome in outcomes.items():
+            if outcome.message_id is None:
+                continue
+            retry = outcome.result is Result.RETRY
+            message: dramatiq.Message[None] = dramatiq.Message(
+                queue_name=single.queue_name,
+                actor_name=single.actor_name,
+                args=(str(delivery_id),),
+                kwargs={},
+                options={} if retry else {DEAD_LETTER_OPTION: True},
+                message_id=outcome.message_id,
+            )
             try:
-                if outcome.result is Result.RETRY:
-                    single.send_with_options(args=(str(delivery_id),), delay=outcome.delay_ms)
-                elif outcome.result is Result.EXHAUSTED:
-                    message = single.message(str(delivery_id))
-                    single.broker.enqueue(message.copy(options={DEAD_LETTER_OPTION: True}))
+                single.broker.enqueue(message, delay=outcome.delay_ms if retry else None)
             except Exception as exc:
                 # The outcome is committed (queued with its retry time, or
                 # failed and dead-lettered in the row); the lease sweep
                 # enqueues a waiting retry again. Retrying the batch instead
                 # would send the retry before its backoff.
                 log.warning(
-                    "delivery %s: enqueueing its %s failed (%s); the lease sweep will %s",
+                    "delivery %s: enqueueing its %s failed (%s); %s",
                     delivery_id,
-                    "retry" if outcome.result is Result.RETRY else "dead letter",
+                    "retry" if retry else "dead letter",
                     type(exc).__name__,
-                    "enqueue it again"
-                    if outcome.result is Result.RETRY
-                    else "not: the row alone records it (`clarion dlq list`)",
+                    "the lease sweep will enqueue it again"
+                    if retry
+                    else "the row alone records it (`clarion dlq list`)",
                 )
 
     return deliver_batch

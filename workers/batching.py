@@ -105,6 +105,13 @@ class GroupCommitter:
         _wait_all([t.future for t in takes])
         return {t.delivery_id: t.future.result() for t in takes}
 
+    def write_back_soon(self, item: WriteBack) -> Future[None]:
+        """Hand ``item`` to the next batch without waiting; its future ends when
+        that batch committed (or failed)."""
+        write = _Write(item, Future())
+        self._submit(write)
+        return write.future
+
     def write_back_many(self, items: Sequence[WriteBack]) -> None:
         """:meth:`write_back` for several outcomes; they usually share a batch."""
         writes = [_Write(item, Future()) for item in items]

@@ -15,9 +15,11 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from tenacity import (
@@ -73,6 +75,9 @@ class Outcome:
     result: Result
     delay_ms: int = 0
     error: str | None = None
+    #: For a retry or a dead letter of :meth:`Deliverer.deliver_many` with
+    #: ``message_ids``: the id of the message to send for it (the row has it).
+    message_id: str | None = None
 
 
 class DeliveryStore(Protocol):
@@ -99,6 +104,9 @@ class _Plan:
     records: list[AttemptRecord] = dataclasses.field(default_factory=list)
     receipts: list[Receipt] = dataclasses.field(default_factory=list)
     errors: list[tuple[uuid.UUID | None, ChannelError]] = dataclasses.field(default_factory=list)
+    calls: list[_Call] = dataclasses.field(default_factory=list)
+    #: Calls still running.
+    left: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -205,11 +213,28 @@ class Deliverer:
         """Deliver one delivery (:meth:`deliver_many` with one id)."""
         return self.deliver_many([delivery_id])[delivery_id]
 
-    def deliver_many(self, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Outcome]:
+    def deliver_many(
+        self,
+        delivery_ids: Sequence[uuid.UUID],
+        *,
+        message_ids: Callable[[], str] | None = None,
+    ) -> dict[uuid.UUID, Outcome]:
         """Deliver several deliveries of one queue: one guard for all of them, their
-        provider calls in flight together (:class:`~workers.sending.Sender`), one
-        write-back for all of them. Each delivery keeps its own outcome, exactly
-        as if it had come alone: its attempts, its retry decision, its dead letter.
+        provider calls in flight together (:class:`~workers.sending.Sender`), their
+        write-backs in as few transactions as the group commit makes of them. Each
+        delivery keeps its own outcome, exactly as if it had come alone: its
+        attempts, its retry decision, its dead letter.
+
+        A delivery whose calls ended is written back at once when the store can
+        take a write-back without waiting for it (the group commit's
+        ``write_back_soon``), not after the batch's slowest call: what a killed
+        worker had sent but not recorded, and sends again after its lease, stays
+        what was in flight, not whole batches.
+
+        With ``message_ids``, a delivery to retry or to dead-letter gets a fresh
+        message id, recorded on its row with the outcome and returned in its
+        :class:`Outcome`: the caller sends that message (a batch's deliveries
+        go on as messages of their own).
         """
         ids = list(dict.fromkeys(delivery_ids))
         jobs = self._write(self.store.start_sending_many, ids, lease_seconds=self.lease_seconds)
@@ -228,12 +253,20 @@ class Deliverer:
                 finals.append(planned)
             else:
                 plans.append(planned)
+        early: list[tuple[_Final, Future[None]]] = []
         if plans:
-            self._send(plans)
-            finals.extend(self._conclude(plans))
+            finals.extend(self._send(plans, early, message_ids))
+        written: list[_Final] = []
+        for final, future in early:
+            if future.exception() is None:
+                written.append(final)
+            else:
+                # Written again below with the deliverer's retry of transient
+                # errors; idempotent, should the first write have committed.
+                finals.append(final)
         if finals:
             self._write(self.store.write_back_many, [f.write for f in finals])
-        for final in finals:
+        for final in [*written, *finals]:
             final.report(self.metrics)
             outcomes[final.write.job.delivery_id] = final.outcome
         return outcomes
@@ -272,30 +305,72 @@ class Deliverer:
         failover = len(chain) > 1 and self.breaker is not None
         return _Plan(job, provider, failover, targets)
 
-    def _send(self, plans: Sequence[_Plan]) -> None:
-        """Every provider call of ``plans``, in flight together; each plan gets its
-        attempt records, receipts and errors in its targets' order."""
-        calls = [
-            _Call(plan, address_id, message)
-            for plan in plans
-            for address_id, message in plan.targets
-        ]
+    def _send(
+        self,
+        plans: Sequence[_Plan],
+        early: list[tuple[_Final, Future[None]]],
+        message_ids: Callable[[], str] | None,
+    ) -> list[_Final]:
+        """Every provider call of ``plans``, in flight together.
+
+        A plan whose calls all ended is decided at once; its write-back goes to
+        ``early`` (handed to the store already) or is returned (to be written by
+        the caller).
+        """
+        soon: Callable[[WriteBack], Future[None]] | None = getattr(
+            self.store, "write_back_soon", None
+        )
+        lock = threading.Lock()
+        later: list[_Final] = []
+        disabled: dict[str, list[uuid.UUID]] = {}
+
+        def run(call: _Call) -> None:
+            self._call(call)
+            plan = call.plan
+            with lock:
+                plan.left -= 1
+                if plan.left:
+                    return
+            for c in plan.calls:  # in the targets' order: the attempt history's
+                assert c.record is not None
+                plan.records.append(c.record)
+                if c.receipt is not None:
+                    plan.receipts.append(c.receipt)
+                elif c.error is not None:
+                    plan.errors.append((c.address_id, c.error))
+                    dead = isinstance(c.error, BadAddressError) and c.error.disable_address
+                    if dead and c.address_id is not None:
+                        with lock:
+                            disabled.setdefault(plan.provider.name, []).append(c.address_id)
+            final = self._decide(plan, message_ids)
+            if soon is not None and plan.provider.concurrent_sends:
+                future = soon(final.write)
+                # The sending thread waits for the commit before its next call,
+                # so that what a killed worker sent without recording it is at
+                # most one delivery per sending thread.
+                future.exception()
+                with lock:
+                    early.append((final, future))
+            else:
+                with lock:
+                    later.append(final)
+
+        calls = []
+        for plan in plans:
+            plan.calls = [_Call(plan, aid, message) for aid, message in plan.targets]
+            plan.left = len(plan.calls)
+            calls.extend(plan.calls)
         for call in calls:
             if not call.plan.provider.concurrent_sends:
-                self._call(call)
-        self.sender.run([c for c in calls if c.plan.provider.concurrent_sends], self._call)
-        for call in calls:
-            plan = call.plan
-            record = call.record
-            assert record is not None
-            plan.records.append(record)
-            if call.receipt is not None:
-                plan.receipts.append(call.receipt)
-            elif call.error is not None:
-                plan.errors.append((call.address_id, call.error))
-            self.metrics.attempt(
-                plan.job.channel.value, record.provider, record.outcome.value, call.seconds
+                run(call)
+        self.sender.run([c for c in calls if c.plan.provider.concurrent_sends], run)
+        for name, address_ids in disabled.items():
+            self._write(
+                self.store.disable_addresses,
+                address_ids,
+                f"{name} reported the address invalid or unregistered",
             )
+        return later
 
     def _call(self, call: _Call) -> None:
         """One provider call; never raises (an error becomes the call's record)."""
@@ -341,25 +416,12 @@ class Deliverer:
                 provider_message_id=receipt.provider_message_id,
             )
         call.seconds = time.perf_counter() - clock
+        record = call.record
+        self.metrics.attempt(
+            plan.job.channel.value, record.provider, record.outcome.value, call.seconds
+        )
 
-    def _conclude(self, plans: Sequence[_Plan]) -> list[_Final]:
-        """Each plan's write-back and outcome from its calls (the retry decision)."""
-        dead: dict[str, list[uuid.UUID]] = {}
-        finals = []
-        for plan in plans:
-            for aid, exc in plan.errors:
-                if isinstance(exc, BadAddressError) and exc.disable_address and aid:
-                    dead.setdefault(plan.provider.name, []).append(aid)
-            finals.append(self._decide(plan))
-        for name, address_ids in dead.items():
-            self._write(
-                self.store.disable_addresses,
-                address_ids,
-                f"{name} reported the address invalid or unregistered",
-            )
-        return finals
-
-    def _decide(self, plan: _Plan) -> _Final:
+    def _decide(self, plan: _Plan, message_ids: Callable[[], str] | None = None) -> _Final:
         job, provider, records = plan.job, plan.provider, tuple(plan.records)
         outage_key = provider_key(provider.name, plan.targets[0][1].to)
         if plan.failover and self.breaker is not None:
@@ -396,6 +458,8 @@ class Deliverer:
             provider_down=down,
         )
         text = f"{type(error).__name__}: {error}"
+        going_on = decision.action in (Action.RETRY, Action.EXHAUSTED)
+        message_id = message_ids() if message_ids is not None and going_on else None
         if decision.action is Action.RETRY:
             retry_at = utcnow() + dt.timedelta(seconds=decision.delay)
             return _Final(
@@ -407,8 +471,11 @@ class Deliverer:
                     counts_attempt=decision.counts_attempt,
                     retry_at=retry_at,
                     lease_seconds=self.queued_lease_seconds,
+                    message_id=message_id,
                 ),
-                Outcome(Result.RETRY, delay_ms=decision.delay_ms, error=text),
+                Outcome(
+                    Result.RETRY, delay_ms=decision.delay_ms, error=text, message_id=message_id
+                ),
                 provider.name,
                 logging.WARNING,
                 f"{type(error).__name__} ({decision.reason}); retrying in {decision.delay:.1f} s",
@@ -423,8 +490,11 @@ class Deliverer:
                 error=text,
                 counts_attempt=decision.counts_attempt,
                 dead_letter=exhausted,
+                message_id=message_id,
             ),
-            Outcome(Result.EXHAUSTED if exhausted else Result.FAILED, error=text),
+            Outcome(
+                Result.EXHAUSTED if exhausted else Result.FAILED, error=text, message_id=message_id
+            ),
             provider.name,
             logging.WARNING,
             f"failed: {type(error).__name__} ({decision.reason})",

@@ -156,7 +156,9 @@ def rows(engine: Engine) -> dict[str, tuple[str, int, bool]]:
 def test_a_batch_shares_one_guard_and_one_write_back_and_keeps_each_outcome(
     clean_db: Engine,
 ) -> None:
-    ids = webhook_deliveries(clean_db, [("ok-1", 3), ("retry-1", 3), ("retry-last", 1), ("ok-2", 3)])
+    ids = webhook_deliveries(
+        clean_db, [("ok-1", 3), ("retry-1", 3), ("retry-last", 1), ("ok-2", 3)]
+    )
     store = Counting(WriteBackStore(clean_db))
     provider = ByTitle()
     d = make_deliverer(store, provider, Sender(4))

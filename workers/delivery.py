@@ -326,6 +326,9 @@ class Deliverer:
 
         def run(call: _Call) -> None:
             self._call(call)
+            finish(call)
+
+        def finish(call: _Call) -> None:
             plan = call.plan
             with lock:
                 plan.left -= 1
@@ -360,9 +363,15 @@ class Deliverer:
             plan.calls = [_Call(plan, aid, message) for aid, message in plan.targets]
             plan.left = len(plan.calls)
             calls.extend(plan.calls)
+        inline: dict[str, list[_Call]] = {}
         for call in calls:
             if not call.plan.provider.concurrent_sends:
-                run(call)
+                inline.setdefault(call.plan.provider.name, []).append(call)
+        for group in inline.values():
+            # A local provider's calls in one go (one round trip), on this thread.
+            self._call_many(group)
+            for call in group:
+                finish(call)
         self.sender.run([c for c in calls if c.plan.provider.concurrent_sends], run)
         for name, address_ids in disabled.items():
             self._write(
@@ -420,6 +429,63 @@ class Deliverer:
         self.metrics.attempt(
             plan.job.channel.value, record.provider, record.outcome.value, call.seconds
         )
+
+    def _call_many(self, calls: Sequence[_Call]) -> None:
+        """The calls of one provider in one :meth:`Provider.send_many`; never raises."""
+        provider = calls[0].plan.provider
+        started = utcnow()
+        clock = time.perf_counter()
+        sendable = []
+        for call in calls:
+            problem = address_problem(call.plan.job.channel, call.message.to)
+            if problem is None:
+                sendable.append(call)
+            else:
+                call.error = BadAddressError(problem, provider=provider.name)
+        try:
+            results: list[Receipt | ChannelError] = provider.send_many(
+                [c.message for c in sendable]
+            )
+        except Exception as exc:
+            log.warning(
+                "%d deliveries: unexpected %s from the %s adapter",
+                len(sendable),
+                type(exc).__name__,
+                provider.name,
+            )
+            wrapped = RetryableError(
+                f"unexpected {type(exc).__name__} from the {provider.name} adapter",
+                provider=provider.name,
+            )
+            results = [wrapped] * len(sendable)
+        for call, result in zip(sendable, results, strict=True):
+            if isinstance(result, Receipt):
+                call.receipt = result
+            else:
+                call.error = result
+        seconds = time.perf_counter() - clock
+        for call in calls:
+            if call.receipt is not None:
+                call.record = AttemptRecord(
+                    outcome=AttemptOutcome.DELIVERED
+                    if call.receipt.delivered
+                    else AttemptOutcome.SENT,
+                    provider=call.receipt.provider,
+                    started_at=started,
+                    duration_ms=_elapsed_ms(clock),
+                    response=call.receipt.response,
+                    provider_message_id=call.receipt.provider_message_id,
+                )
+            else:
+                assert call.error is not None
+                call.record = _failed_record(call.error, provider.name, started, clock)
+            call.seconds = seconds
+            self.metrics.attempt(
+                call.plan.job.channel.value,
+                call.record.provider,
+                call.record.outcome.value,
+                seconds,
+            )
 
     def _decide(self, plan: _Plan, message_ids: Callable[[], str] | None = None) -> _Final:
         job, provider, records = plan.job, plan.provider, tuple(plan.records)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 from uuid import UUID
 
@@ -160,6 +160,10 @@ class Provider(abc.ABC):
     #: short provider name written to the attempt history ("ses", "twilio", ...)
     name: ClassVar[str]
     channel: ClassVar[Channel]
+    #: Whether a batch's calls run together on the worker's sending pool
+    #: (``workers.sending``): true for calls that wait on a remote provider;
+    #: false for a local round trip of microseconds, cheaper made in place.
+    concurrent_sends: ClassVar[bool] = True
 
     @abc.abstractmethod
     def send(self, message: OutgoingMessage) -> Receipt:
@@ -168,6 +172,19 @@ class Provider(abc.ABC):
         Returns a receipt, or raises exactly one :class:`ChannelError` subclass.
         Never sleeps and never retries by itself.
         """
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[Receipt | ChannelError]:
+        """Hand several messages to the provider, each once: a receipt or the
+        error of each, in order. The default sends them one by one; a provider
+        that can do better in one round trip (the in-app channel's pipelined
+        PUBLISH) overrides it. Used for providers without ``concurrent_sends``."""
+        results: list[Receipt | ChannelError] = []
+        for message in messages:
+            try:
+                results.append(self.send(message))
+            except ChannelError as exc:
+                results.append(exc)
+        return results
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""

@@ -276,7 +276,12 @@ class WebhookProvider(Provider):
     ) -> None:
         self.timeout = timeout
         self.allow_private = allow_private
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+        # Every connection kept alive: a worker's sending threads use them all
+        # at once under load, and a new TLS handshake per request costs more
+        # than an idle socket.
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.Client(
             transport=_GuardedTransport(
                 allow_private=allow_private, limits=limits, ssl_context=ssl_context
@@ -289,7 +294,12 @@ class WebhookProvider(Provider):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookProvider:
-        return cls(timeout=settings.provider_timeout, allow_private=settings.webhook_allow_private)
+        return cls(
+            timeout=settings.provider_timeout,
+            allow_private=settings.webhook_allow_private,
+            # As many connections as the worker process has calls in flight.
+            max_connections=settings.send_concurrency,
+        )
 
     @staticmethod
     def payload(message: OutgoingMessage) -> JSON:

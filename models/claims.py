@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion.core.clock import as_utc, utcnow
 from clarion.core.errors import ValidationError
 from clarion.core.parse import as_enum_list
+from models import arrays
 from models.enums import IN_FLIGHT, Category, Channel, DeliveryStatus, NotificationStatus, Priority
 from models.notifications import Delivery, Notification
 from models.policy import Action, ChannelDecision, PolicyConfig
@@ -253,7 +254,10 @@ class Claims:
                     .values(dispatched_at=now, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
-            if deliveries:
+            if deliveries and arrays.supported(s.connection()):
+                # One statement for the claim's deliveries, not one per row.
+                arrays.insert_rows(s.connection(), Delivery.__table__, deliveries)  # type: ignore[arg-type]
+            elif deliveries:
                 s.execute(sa.insert(Delivery), deliveries)
             for notification_id, reason in ended.items():
                 log.info(

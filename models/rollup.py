@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from models import arrays
 from models.enums import IN_FLIGHT, DeliveryStatus, NotificationStatus
 from models.notifications import Delivery, Notification
 
@@ -180,5 +181,13 @@ def roll_up(
                 "b_updated_at": now,
             }
         )
-    if params:
+    if params and arrays.supported(conn):
+        arrays.update_rows(
+            conn,
+            _N,
+            [{k[2:]: v for k, v in p.items()} for p in params],
+            match=("notification_id",),
+            assign=_NOTIFICATION_COLUMNS,
+        )
+    elif params:
         conn.execute(_WRITE_NOTIFICATION, params)

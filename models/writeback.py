@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from clarion.core.clock import as_utc, utcnow
+from models import arrays
 from models.callbacks import CallbackEvent, record_events
 from models.enums import AttemptOutcome, Channel, DeliveryStatus, NotificationStatus
 from models.notifications import (
@@ -151,7 +152,15 @@ _WRITE_DELIVERY = (
         _D.c.delivery_id == sa.bindparam("b_delivery_id"),
         _D.c.take_token == sa.bindparam("b_take_token"),
     )
-    .values({**{c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS}, "take_token": None})
+    .values(
+        {
+            **{c: sa.bindparam(f"b_{c}") for c in _DELIVERY_COLUMNS},
+            "take_token": None,
+            "message_id": sa.func.coalesce(
+                sa.bindparam("b_message_id", type_=sa.String), _D.c.message_id
+            ),
+        }
+    )
 )
 _INSERT_ATTEMPTS = sa.insert(_A)
 
@@ -233,6 +242,9 @@ class WriteBack:
     retry_at: dt.datetime | None = None
     lease_seconds: float = 3600.0
     dead_letter: bool = False
+    #: The broker message that carries the delivery from now on (a retry or a
+    #: dead letter sent as a message of its own); None keeps the row's.
+    message_id: str | None = None
 
 
 # --- taking deliveries --------------------------------------------------------------
@@ -444,24 +456,25 @@ def write_back(
         wake = (item.retry_at or now) if retry else None
         delivery_rows.append(
             {
-                "b_delivery_id": job.delivery_id,
-                "b_take_token": job.take_token,
-                "b_status": item.status,
-                "b_attempts": job.attempts + (1 if counted else 0),
-                "b_throttles": job.throttles + (1 if throttled else 0),
-                "b_provider": item.attempts[-1].provider if item.attempts else None,
-                "b_provider_message_id": first_ok.provider_message_id if first_ok else None,
-                "b_provider_response": response,
-                "b_last_error": item.error,
-                "b_lease_expires_at": (
+                "delivery_id": job.delivery_id,
+                "take_token": job.take_token,
+                "status": item.status,
+                "attempts": job.attempts + (1 if counted else 0),
+                "throttles": job.throttles + (1 if throttled else 0),
+                "provider": item.attempts[-1].provider if item.attempts else None,
+                "provider_message_id": first_ok.provider_message_id if first_ok else None,
+                "provider_response": response,
+                "last_error": item.error,
+                "lease_expires_at": (
                     wake + dt.timedelta(seconds=item.lease_seconds) if wake else None
                 ),
-                "b_next_attempt_at": wake,
-                "b_sent_at": now if accepted else None,
-                "b_delivered_at": now if item.status is DeliveryStatus.DELIVERED else None,
-                "b_failed_at": now if item.status is DeliveryStatus.FAILED else None,
-                "b_dead_lettered_at": now if item.dead_letter else None,
-                "b_updated_at": now,
+                "next_attempt_at": wake,
+                "sent_at": now if accepted else None,
+                "delivered_at": now if item.status is DeliveryStatus.DELIVERED else None,
+                "failed_at": now if item.status is DeliveryStatus.FAILED else None,
+                "dead_lettered_at": now if item.dead_letter else None,
+                "updated_at": now,
+                "message_id": item.message_id,
             }
         )
         for record in item.attempts:
@@ -489,9 +502,20 @@ def write_back(
         if accepted:
             change.recovered.add(job.channel.value)
         change.attempts_added += 1 if counted else 0
-    conn.execute(_WRITE_DELIVERY, delivery_rows)
-    if attempt_rows:
-        conn.execute(_INSERT_ATTEMPTS, attempt_rows)
+    if arrays.supported(conn):
+        arrays.update_rows(
+            conn,
+            _D,
+            delivery_rows,
+            match=("delivery_id", "take_token"),
+            assign=_DELIVERY_COLUMNS,
+            raw={"take_token": "NULL", "message_id": "coalesce(v.message_id, t.message_id)"},
+        )
+        arrays.insert_rows(conn, _A, attempt_rows)
+    else:
+        conn.execute(_WRITE_DELIVERY, [{f"b_{k}": v for k, v in r.items()} for r in delivery_rows])
+        if attempt_rows:
+            conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     roll_up(conn, changes, now=now, notes=notes)
     if callbacks:
         record_events(conn, _events(applied, now), callbacks)

@@ -6,9 +6,11 @@ One loop, several duties, each in a transaction of its own:
 2. queue the deliveries the delivery policy held whose time has come;
    claim due notifications in batches, urgent first then oldest
    (``FOR UPDATE SKIP LOCKED``: any number of schedulers may run), create one
-   queued delivery per channel with a lease, commit, then enqueue one message
-   per delivery on its channel's queue (the claim applies the delivery
-   policy: ``models.policy``);
+   queued delivery per channel with a lease, commit, then enqueue the
+   deliveries on their channel's queue: a lone delivery as a message of its
+   own, several of one queue as messages of up to ``delivery_batch`` ids for
+   the batch actor (:mod:`workers.actors`); the claim applies the delivery
+   policy (``models.policy``);
 3. queue again the deliveries whose lease ran out with no outcome;
 4. relay due status callbacks (:mod:`models.callbacks`) to the broker, each
    with a lease: one the broker lost, or a worker died posting, is relayed
@@ -52,6 +54,7 @@ from typing import Any
 import dramatiq
 import psycopg
 import sqlalchemy as sa
+from dramatiq.message import generate_unique_id
 
 from clarion.core.clock import utcnow
 from clarion.core.db import is_transient_error
@@ -81,6 +84,15 @@ class SchedulerStats:
     enqueue_failures: int = 0
 
 
+@dataclasses.dataclass
+class _Group:
+    """Deliveries of one queue that will travel in one message."""
+
+    queue_name: str
+    message_id: str
+    delivery_ids: list[str] = dataclasses.field(default_factory=list)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -99,7 +111,13 @@ class Scheduler:
         callbacks: CallbackOutbox | None = None,
         callback_actor: dramatiq.Actor[[str], None] | None = None,
         callback_lease_seconds: float = 300.0,
+        batch_actors: dict[str, dramatiq.Actor[[list[str]], None]] | None = None,
+        delivery_batch: int = 1,
     ) -> None:
+        #: Per queue, the actor taking several deliveries per message; without
+        #: it (or with ``delivery_batch`` 1) every delivery is a message of its own.
+        self.batch_actors = batch_actors or {}
+        self.delivery_batch = delivery_batch if self.batch_actors else 1
         self.callbacks = callbacks
         self.callback_actor = callback_actor
         self.callback_lease_seconds = callback_lease_seconds
@@ -117,8 +135,10 @@ class Scheduler:
         self._last_purge: float | None = None
         self.stats = SchedulerStats()
         self._stop = threading.Event()
-        # Messages of the claim in hand; they become unsent once it commits.
-        self._pending: list[dramatiq.Message[Any]] = []
+        # Deliveries of the claim in hand, grouped into messages to be; they
+        # become unsent messages once it commits.
+        self._pending: list[_Group] = []
+        self._open: dict[str, _Group] = {}
         # Messages of committed deliveries the broker has not taken yet, oldest first.
         self._unsent: collections.deque[dramatiq.Message[Any]] = collections.deque()
         self._listener: psycopg.Connection[Any] | None = None
@@ -130,14 +150,39 @@ class Scheduler:
     # --- one pass -------------------------------------------------------------------
 
     def _make_message(self, delivery_id: uuid.UUID, queue_name: str) -> str:
-        message = self.actors[queue_name].message(str(delivery_id))
-        self._pending.append(message)
-        return message.message_id
+        """Place a delivery in a message to be; returns that message's id (the row keeps it)."""
+        group = self._open.get(queue_name)
+        if group is None or len(group.delivery_ids) >= self.delivery_batch:
+            group = _Group(queue_name, generate_unique_id())
+            self._open[queue_name] = group
+            self._pending.append(group)
+        group.delivery_ids.append(str(delivery_id))
+        return group.message_id
+
+    def _reset_pending(self) -> None:
+        self._pending = []
+        self._open = {}
+
+    def _message(self, group: _Group) -> dramatiq.Message[Any]:
+        if len(group.delivery_ids) == 1:
+            actor: dramatiq.Actor[Any, Any] = self.actors[group.queue_name]
+            args: tuple[Any, ...] = (group.delivery_ids[0],)
+        else:
+            actor = self.batch_actors[group.queue_name]
+            args = (group.delivery_ids,)
+        return dramatiq.Message(
+            queue_name=actor.queue_name,
+            actor_name=actor.actor_name,
+            args=args,
+            kwargs={},
+            options={},
+            message_id=group.message_id,
+        )
 
     def _enqueue_pending(self) -> None:
         """Hand the committed claim's messages to the broker, held ones first."""
-        self._unsent.extend(self._pending)
-        self._pending = []
+        self._unsent.extend(self._message(g) for g in self._pending)
+        self._reset_pending()
         self._flush_unsent()
 
     def _flush_unsent(self) -> None:
@@ -164,8 +209,9 @@ class Scheduler:
     def _taken(self, message: dramatiq.Message[Any]) -> None:
         """The broker took the oldest held message."""
         self._unsent.popleft()
-        self.stats.enqueued += 1
-        self.metrics.enqueued_to(message.queue_name)
+        count = len(message.args[0]) if isinstance(message.args[0], list) else 1
+        self.stats.enqueued += count
+        self.metrics.enqueued_to(message.queue_name, count)
 
     @property
     def unsent(self) -> int:
@@ -190,7 +236,7 @@ class Scheduler:
         total = 0
         # Deliveries the policy held (quiet hours, rate limit, collapse
         # follow-ups) whose time has come, before anything new.
-        self._pending = []
+        self._reset_pending()
         released = self.claims.release_held(
             batch_size=self.batch_size,
             lease_seconds=self.lease_seconds,
@@ -202,7 +248,7 @@ class Scheduler:
             total += len(released)
             log.info("released %d held deliveries", len(released))
         while not self._stop.is_set():
-            self._pending = []
+            self._reset_pending()
             started = time.perf_counter()
             claims = self.claims.claim_due(
                 batch_size=self.batch_size,
@@ -228,7 +274,7 @@ class Scheduler:
             if claimed < self.batch_size:
                 break
         if sweep:
-            self._pending = []
+            self._reset_pending()
             reclaimed = self.claims.reclaim_expired_leases(
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
@@ -307,7 +353,7 @@ class Scheduler:
                 except Exception as exc:
                     if not is_transient_error(exc):
                         raise
-                    self._pending = []  # that claim rolled back: its messages name no rows
+                    self._reset_pending()  # that claim rolled back: its messages name no rows
                     self._wait(self.database.failed(describe(exc)), wake_on_notify=False)
                     continue
                 self.database.recovered()

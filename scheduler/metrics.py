@@ -60,7 +60,8 @@ class SchedulerMetrics:
         )
         self.enqueued = Counter(
             "clarion_deliveries_enqueued_total",
-            "Delivery messages handed to the broker, by queue (lease sweeps included).",
+            "Deliveries handed to the broker, by queue (lease sweeps included; a batch "
+            "message counts each of its deliveries).",
             ["queue"],
             registry=r,
         )
@@ -77,11 +78,12 @@ class SchedulerMetrics:
         )
         self._queues: dict[str, Counter] = {}
 
-    def enqueued_to(self, queue: str) -> None:
+    def enqueued_to(self, queue: str, count: int = 1) -> None:
+        """``count`` deliveries handed to the broker on ``queue`` (one message or a batch)."""
         child = self._queues.get(queue)
         if child is None:
             child = self._queues[queue] = self.enqueued.labels(queue)
-        child.inc()
+        child.inc(count)
 
 
 class SchedulerState(Collector):

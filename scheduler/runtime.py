@@ -15,6 +15,7 @@ from models.policy_state import FollowUpRenderer
 from models.retention import Retention, RetentionPolicy
 from scheduler.daemon import Scheduler
 from scheduler.metrics import SchedulerMetrics
+from workers.actors import batch_actors
 from workers.callbacks import declare_callback_actor
 from workers.presence import LivePresence
 
@@ -62,6 +63,8 @@ def build_scheduler(
         if settings.status_callback_url
         else None,
         callback_lease_seconds=settings.status_callback_lease_seconds,
+        batch_actors=batch_actors(broker, actors),
+        delivery_batch=settings.delivery_batch,
     )
 
 

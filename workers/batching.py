@@ -52,17 +52,82 @@ class BatchStore(Protocol):
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None: ...
 
 
+class _Group:
+    """One caller's several requests, answered together through one future.
+
+    A Future per request cost more CPU (each builds a Condition) than the
+    statements it waited for. The flusher alone resolves the slots, so the
+    counting needs no lock; the first error fails the whole group, once all
+    its slots are resolved (so that a caller retrying never races requests of
+    its own still queued).
+    """
+
+    __slots__ = ("error", "future", "left", "results")
+
+    def __init__(self, size: int) -> None:
+        self.future: Future[dict[Any, Any]] = Future()
+        self.results: dict[Any, Any] = {}
+        self.left = size
+        self.error: BaseException | None = None
+
+    def resolve(self, key: Any, value: Any, error: BaseException | None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        else:
+            self.results[key] = value
+        self.left -= 1
+        if self.left == 0:
+            if self.error is not None:
+                self.future.set_exception(self.error)
+            else:
+                self.future.set_result(self.results)
+
+
+class _Slot:
+    """The future-like end of one request: its own Future, or a place in a group."""
+
+    __slots__ = ("future", "group", "key", "resolved")
+
+    def __init__(self, key: Any, group: _Group | None) -> None:
+        self.key = key
+        self.group = group
+        self.future: Future[Any] | None = Future() if group is None else None
+        self.resolved = False
+
+    def set_result(self, value: Any) -> None:
+        if self.group is not None:
+            self.resolved = True
+            self.group.resolve(self.key, value, None)
+        else:
+            assert self.future is not None
+            self.future.set_result(value)
+
+    def set_exception(self, error: BaseException) -> None:
+        if self.group is not None:
+            self.resolved = True
+            self.group.resolve(self.key, None, error)
+        else:
+            assert self.future is not None
+            self.future.set_exception(error)
+
+    def done(self) -> bool:
+        if self.group is not None:
+            return self.resolved
+        assert self.future is not None
+        return self.future.done()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Take:
     delivery_id: uuid.UUID
     lease_seconds: float
-    future: Future[SendJob | None]
+    future: _Slot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Write:
     item: WriteBack
-    future: Future[None]
+    future: _Slot
 
 
 _STOP = object()
@@ -85,14 +150,36 @@ class GroupCommitter:
     # --- the DeliveryStore interface ---------------------------------------------------
 
     def start_sending(self, delivery_id: uuid.UUID, *, lease_seconds: float) -> SendJob | None:
-        future: Future[SendJob | None] = Future()
-        self._submit(_Take(delivery_id, lease_seconds, future))
-        return future.result()
+        return self.start_sending_many([delivery_id], lease_seconds=lease_seconds)[delivery_id]
 
     def write_back(self, item: WriteBack) -> None:
-        future: Future[None] = Future()
-        self._submit(_Write(item, future))
-        future.result()
+        self.write_back_many([item])
+
+    def start_sending_many(
+        self, delivery_ids: Sequence[uuid.UUID], *, lease_seconds: float
+    ) -> dict[uuid.UUID, SendJob | None]:
+        """:meth:`start_sending` for several deliveries; they usually share a batch."""
+        ids = list(dict.fromkeys(delivery_ids))
+        group = _Group(len(ids))
+        self._submit_all([_Take(d, lease_seconds, _Slot(d, group)) for d in ids])
+        result: dict[uuid.UUID, SendJob | None] = group.future.result()
+        return result
+
+    def write_back_soon(self, item: WriteBack) -> Future[None]:
+        """Hand ``item`` to the next batch without waiting; its future ends when
+        that batch committed (or failed)."""
+        slot = _Slot(None, None)
+        self._submit(_Write(item, slot))
+        assert slot.future is not None
+        return slot.future
+
+    def write_back_many(self, items: Sequence[WriteBack]) -> None:
+        """:meth:`write_back` for several outcomes; they usually share a batch."""
+        if not items:
+            return
+        group = _Group(len(items))
+        self._submit_all([_Write(item, _Slot(i, group)) for i, item in enumerate(items)])
+        group.future.result()
 
     def disable_addresses(self, address_ids: Iterable[uuid.UUID], reason: str) -> None:
         # Rare (a dead token, a gone endpoint): not worth a batch.
@@ -106,12 +193,16 @@ class GroupCommitter:
     # --- the flusher ----------------------------------------------------------------------
 
     def _submit(self, request: _Take | _Write) -> None:
+        self._submit_all([request])
+
+    def _submit_all(self, requests: Sequence[_Take | _Write]) -> None:
         if not self._started:
             with self._lock:
                 if not self._started:
                     self._thread.start()
                     self._started = True
-        self._queue.put(request)
+        for request in requests:
+            self._queue.put(request)
 
     def _run(self) -> None:
         while True:

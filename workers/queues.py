@@ -13,6 +13,12 @@ from models.enums import Channel, Priority
 
 FAST_LANE = frozenset({Priority.URGENT, Priority.HIGH})
 
+#: Message option of a single delivery message that is to be dead-lettered as
+#: it arrives (a delivery of a batch whose attempts ran out, see
+#: :mod:`workers.actors`). Never carried over to a copy requeued from the
+#: dead-letter queue.
+DEAD_LETTER_OPTION = "clarion_dead_letter"
+
 
 def queue_for(channel: Channel | str, priority: Priority | str) -> str:
     base = Channel(channel).value
@@ -26,6 +32,11 @@ def all_queues() -> list[str]:
 def actor_name(queue_name: str) -> str:
     """The delivery actor consuming ``queue_name`` (``deliver_email_urgent``)."""
     return f"deliver_{queue_name}"
+
+
+def batch_actor_name(queue_name: str) -> str:
+    """The actor consuming batches of deliveries on ``queue_name`` (``deliver_email_batch``)."""
+    return f"deliver_{queue_name}_batch"
 
 
 def channel_of(queue_name: str) -> Channel:

@@ -20,6 +20,7 @@ from workers.breaker import Breaker
 from workers.delivery import Deliverer
 from workers.outage import OutageTracker
 from workers.retry_policy import RetryPolicy
+from workers.sending import Sender
 
 _lock = threading.Lock()
 _deliverer: Deliverer | None = None
@@ -57,6 +58,7 @@ def build_deliverer(settings: Settings, providers: Providers | None = None) -> D
         unsubscribe=UnsubscribeLinks(settings.public_base_url, settings.unsubscribe_secret)
         if settings.public_base_url and settings.unsubscribe_secret
         else None,
+        sender=Sender(settings.send_concurrency),
     )
 
 

@@ -82,6 +82,11 @@ Route = Callable[[RecordedRequest], Response]
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a worker opening a batch's
+    # connections at once overflows it, and the kernel resets what it drops.
+    # Real providers accept thousands.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout test) leaves a broken pipe behind
         # when a hung answer is finally written: expected, not worth a traceback.

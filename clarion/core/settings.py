@@ -317,6 +317,21 @@ class Settings:
         "you expect to drain, or backlogged messages are enqueued twice (harmless: the "
         "redelivery guard drops the second copy, but wasteful).",
     )
+    delivery_batch: int = setting(
+        "CLARION_DELIVERY_BATCH",
+        50,
+        _positive_int,
+        "Most deliveries of one queue in one broker message: a claim's deliveries travel in "
+        "batches sharing one guard, one write-back and their provider calls' latency. 1 sends "
+        "every delivery as a message of its own.",
+    )
+    send_concurrency: int = setting(
+        "CLARION_SEND_CONCURRENCY",
+        64,
+        _positive_int,
+        "Provider calls in flight at once per worker process (a pool of sending threads shared "
+        "by the worker's threads; the webhook client's connection pool has as many connections).",
+    )
     worker_idle_poll_ms: int = setting(
         "CLARION_WORKER_IDLE_POLL_MS",
         100,

@@ -48,7 +48,7 @@ from dramatiq.errors import DecodeError
 
 from clarion.core.errors import BrokerUnavailable
 from workers.broker import ENQUEUE_ONLY_PREFIX
-from workers.queues import all_queues
+from workers.queues import DEAD_LETTER_OPTION, all_queues
 
 log = logging.getLogger("clarion.operators")
 
@@ -57,7 +57,14 @@ __all__ = ["BrokerUnavailable", "DeadLetter", "DeadLetters", "QueueCounts", "ope
 #: Namespace of the ids of requeued copies: uuid5(REQUEUE_NAMESPACE, dead letter's id).
 REQUEUE_NAMESPACE = uuid.UUID("6c1a7e0e-5d3b-4f7e-9a51-0c1a2f3e4d5c")
 #: Options of a dead letter that must not travel with its copy.
-_DROPPED_OPTIONS = ("eta", "traceback", "redis_message_id", "retries", "dead_message")
+_DROPPED_OPTIONS = (
+    "eta",
+    "traceback",
+    "redis_message_id",
+    "retries",
+    "dead_message",
+    DEAD_LETTER_OPTION,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,8 +110,9 @@ def test_an_unreachable_redis_takes_nothing_and_raises() -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(("delivery_batch", "sizes"), [(1, [1] * 120), (50, [50, 50, 20])])
 def test_the_scheduler_enqueues_a_claimed_batch_in_one_round_trip(
-    pg_url: str, clean_db: Engine, broker: RedisBroker
+    pg_url: str, clean_db: Engine, broker: RedisBroker, delivery_batch: int, sizes: list[int]
 ) -> None:
     with clean_db.begin() as conn:
         conn.execute(
@@ -128,6 +129,7 @@ def test_the_scheduler_enqueues_a_claimed_batch_in_one_round_trip(
             "CLARION_DATABASE_URL": pg_url,
             "CLARION_BROKER_URL": REDIS_URL,
             "CLARION_BATCH_SIZE": "500",
+            "CLARION_DELIVERY_BATCH": str(delivery_batch),
         }
     )
     scheduler = build_scheduler(
@@ -140,5 +142,24 @@ def test_the_scheduler_enqueues_a_claimed_batch_in_one_round_trip(
         engine = scheduler.claims.sessions.kw["bind"]
         engine.dispose()
     assert exec_calls(broker.client) - before == 1
-    assert broker.client.llen("dramatiq:in_app") == 120
+    assert broker.client.llen("dramatiq:in_app") == len(sizes)
     assert scheduler.unsent == 0
+    # Each message carries its deliveries (one id, or a list for the batch
+    # actor), and each delivery row names the message that carries it.
+    carried: dict[str, str] = {}
+    found_sizes = []
+    for raw in broker.client.hvals("dramatiq:in_app.msgs"):
+        message = dramatiq.Message.decode(raw)
+        (arg,) = message.args
+        ids = arg if isinstance(arg, list) else [arg]
+        assert message.actor_name == (
+            "deliver_in_app_batch" if isinstance(arg, list) else "deliver_in_app"
+        )
+        found_sizes.append(len(ids))
+        carried.update(dict.fromkeys(ids, message.message_id))
+    assert sorted(found_sizes, reverse=True) == sizes
+    with clean_db.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT delivery_id, message_id FROM notification_deliveries")
+        ).all()
+    assert {str(r.delivery_id): r.message_id for r in rows} == carried

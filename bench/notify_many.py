@@ -106,6 +106,9 @@ def main() -> None:
             "CLARION_BROKER_URL": broker_url,
             "CLARION_REDIS_URL": REDIS_URL,
             "CLARION_LOG_LEVEL": "WARNING",
+            # No /metrics listeners: their fixed ports may be taken on a shared machine.
+            "CLARION_WORKER_METRICS_PORT": "0",
+            "CLARION_SCHEDULER_METRICS_PORT": "0",
         }
         done_q = sa.text("SELECT count(*) FROM notification_deliveries WHERE status = 'delivered'")
         start = time.perf_counter()

@@ -33,6 +33,13 @@ from models.realtime import EVENT_SEQUENCE, RealTimeEvent
 LOCK_PREFIX = "clarion:events:"
 
 _table = cast(sa.Table, RealTimeEvent.__table__)
+#: The columns an event's INSERT sets: all but its number (drawn by the INSERT)
+#: and the two the gateways fill in later (SQL NULL until then).
+INSERTED = tuple(
+    c.name
+    for c in _table.c
+    if c.name not in ("sequence_number", "delivery_status", "acknowledgments")
+)
 _keys = sa.bindparam("ordering_keys", type_=postgresql.ARRAY(sa.Text()))
 
 
@@ -51,15 +58,34 @@ def _max_plus_one() -> sa.ScalarSelect[int]:
 
 
 @functools.cache
-def numbered_insert(dialect_name: str) -> sa.Insert:
-    """The INSERT of one event whose ``sequence_number`` is drawn under its keys' locks.
+def numbered_insert(dialect_name: str, rows: int = 1) -> sa.Insert:
+    """The INSERT of ``rows`` events, each ``sequence_number`` drawn under the keys' locks.
 
-    Values are bound by name (every column of ``real_time_events`` but
-    ``sequence_number``) plus ``ordering_keys`` on PostgreSQL
-    (:func:`lock_keys`); it returns the number.
+    Row ``i``'s values are bound as ``<column>_<i>`` (the columns of
+    :data:`INSERTED`), plus ``ordering_keys`` on
+    PostgreSQL: the lock names of every row's keys (:func:`lock_keys`). Each
+    row's number is its own subquery, which locks all of them before its
+    ``nextval``: whichever row PostgreSQL numbers first, every lock is held
+    by then. Returns ``event_id, sequence_number`` per row. Several rows are
+    for PostgreSQL only (SQLite would read one ``max`` for all of them).
     """
-    number = _locked_nextval() if dialect_name == "postgresql" else _max_plus_one()
-    return sa.insert(_table).values(sequence_number=number).returning(_table.c.sequence_number)
+    if rows > 1 and dialect_name != "postgresql":
+        raise ValueError("a multi-row numbered INSERT needs PostgreSQL")
+    values = [
+        {
+            **{c: sa.bindparam(f"{c}_{i}", type_=_table.c[c].type) for c in INSERTED},
+            "sequence_number": (
+                _locked_nextval() if dialect_name == "postgresql" else _max_plus_one()
+            ),
+        }
+        for i in range(rows)
+    ]
+    return sa.insert(_table).values(values).returning(_table.c.event_id, _table.c.sequence_number)
+
+
+def bind_rows(rows: Sequence[dict[str, object]]) -> dict[str, object]:
+    """The parameters of :func:`numbered_insert` for ``rows`` (column -> value each)."""
+    return {f"{c}_{i}": row.get(c) for i, row in enumerate(rows) for c in INSERTED}
 
 
 def lock_keys(keys: Sequence[str]) -> list[str]:

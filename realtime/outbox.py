@@ -29,8 +29,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 import sqlalchemy as sa
@@ -44,8 +44,9 @@ from clarion.core.parse import as_enum, as_json, as_optional_uuid, as_text, as_u
 from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
 from models.realtime import RealTimeEvent
+from realtime.grouping import GroupCommit
 from realtime.marks import Marks
-from realtime.numbering import lock_keys, numbered_insert
+from realtime.numbering import bind_rows, lock_keys, numbered_insert
 from realtime.wire import encode_event
 
 log = logging.getLogger("clarion.events")
@@ -189,27 +190,54 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
     statement, which also drew its number): it holds every column as stored.
     """
     values, keys = event_values(spec)
-    row = _insert(session.connection(), values, keys)
+    [row] = _insert(session.connection(), [values], keys)
     _after_commit(session, row, outlet)
     return row
 
 
 def _record_and_publish(engine: Engine, spec: EventSpec, outlet: Outlet) -> RealTimeEvent:
-    """Insert and commit the event in one autocommit statement, then publish it."""
+    """Insert and commit the event, then publish it; concurrent calls share the work.
+
+    On PostgreSQL the calls of this process's threads that arrive while a
+    commit is in flight go in together (:mod:`realtime.grouping`): one
+    INSERT of their rows in autocommit (numbering, inserting and committing
+    in one statement), one Redis pipeline, one batch of marks.
+    """
     values, keys = event_values(spec)
+    if engine.dialect.name == "postgresql":
+        return _GROUPS.run((engine, outlet), (values, keys))
+    return _commit_batch((engine, outlet), [(values, keys)])[0]
+
+
+def _commit_batch(
+    where: Hashable, batch: Sequence[tuple[dict[str, Any], list[str]]]
+) -> list[RealTimeEvent]:
+    engine, outlet = cast(tuple[Engine, Outlet], where)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        row = _insert(conn, values, keys)
-    published = publish_payloads(outlet, [event_payload(row)])
+        rows = _insert(
+            conn, [values for values, _keys in batch], [k for _v, ks in batch for k in ks]
+        )
+    published = publish_payloads(outlet, [event_payload(row) for row in rows])
     if published:
         MARKS.add(engine, published)
-    return row
+    return rows
 
 
-def _insert(conn: sa.Connection, values: dict[str, Any], keys: Sequence[str]) -> RealTimeEvent:
-    """Insert the event, numbered under its keys' locks (:mod:`realtime.numbering`)."""
-    params = {**values, "ordering_keys": lock_keys(keys)}
-    number = conn.execute(numbered_insert(conn.dialect.name), params).scalar_one()
-    return RealTimeEvent(**values, sequence_number=int(number))
+#: This process's publishers without a session, grouped per (engine, outlet).
+_GROUPS: GroupCommit[tuple[dict[str, Any], list[str]], RealTimeEvent] = GroupCommit(_commit_batch)
+
+
+def _insert(
+    conn: sa.Connection, batch: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> list[RealTimeEvent]:
+    """Insert the events, numbered under the locks of ``keys`` (:mod:`realtime.numbering`)."""
+    params = {**bind_rows(batch), "ordering_keys": lock_keys(keys)}
+    result = conn.execute(numbered_insert(conn.dialect.name, len(batch)), params)
+    numbers = {event_id: number for event_id, number in result}
+    return [
+        RealTimeEvent(**values, sequence_number=int(numbers[values["event_id"]]))
+        for values in batch
+    ]
 
 
 def event_values(spec: EventSpec) -> tuple[dict[str, Any], list[str]]:
@@ -307,8 +335,6 @@ def event_values(spec: EventSpec) -> tuple[dict[str, Any], list[str]]:
         tags=tags,
         created_at=now,
         published_at=None,
-        delivery_status=None,
-        acknowledgments=None,
     )
     return values, _ordering_keys(auction_id, spec, channels)
 

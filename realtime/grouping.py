@@ -2,12 +2,18 @@
 
 When several threads of a process (an application's request threads) publish
 at once, each waiting for a commit of its own costs a round trip, a
-statement and a WAL flush per event. Here the first caller becomes the
-leader: it takes every item queued so far (its own first), hands them to the
-``commit`` function in one go, gives each caller its result, then passes the
-lead to the oldest caller still waiting, if any. Nothing waits for a batch
-to fill: a lone caller commits at once; batches form only while a commit is
-in flight, so they grow with the load.
+statement and a WAL flush per event. Here a caller that finds a free lane
+(at most :data:`LANES` commits in flight per key) leads: it takes every item
+queued so far (its own first), hands them to the ``commit`` function in one
+go, gives each caller its result, then passes the lead to the oldest caller
+still waiting, if any. Nothing waits for a batch to fill: a lone caller
+commits at once; batches form only while commits are in flight, so they
+grow with the load.
+
+Why more than one lane: a batch may wait in the database (an event of an
+auction whose lock another transaction holds); the callers queued behind it
+would wait too, whatever their auction. A second lane keeps the others
+going.
 
 Each caller gets back its own result or the batch's exception. Items are
 grouped per key (the database engine): one batch, one database.
@@ -24,15 +30,17 @@ R = TypeVar("R")
 
 #: Items in one batch at the most (one statement's rows).
 MAX_BATCH = 64
+#: Batches in flight at once per key.
+LANES = 2
 
 
 class _Call(Generic[T, R]):
-    __slots__ = ("error", "item", "lead", "result", "woken")
+    __slots__ = ("done", "error", "item", "lead", "result")
 
     def __init__(self, item: T) -> None:
         self.item = item
-        self.woken = threading.Event()
-        self.lead = False
+        self.lead = False  # this caller commits batches until its own item is done
+        self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
 
@@ -44,55 +52,69 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(
-        self, commit: Callable[[Hashable, Sequence[T]], Sequence[R]], max_batch: int = MAX_BATCH
+        self,
+        commit: Callable[[Hashable, Sequence[T]], Sequence[R]],
+        max_batch: int = MAX_BATCH,
+        lanes: int = LANES,
     ) -> None:
         self._commit = commit
         self._max_batch = max_batch
-        self._lock = threading.Lock()
+        self._lanes = lanes
+        self._changed = threading.Condition()
         self._queued: dict[Hashable, list[_Call[T, R]]] = {}
-        self._leading: set[Hashable] = set()
+        self._leaders: dict[Hashable, int] = {}
 
     def run(self, key: Hashable, item: T) -> R:
         """Commit ``item`` (in a batch with whatever else is queued for ``key``); its result."""
         call: _Call[T, R] = _Call(item)
-        with self._lock:
-            self._queued.setdefault(key, []).append(call)
-            lead = key not in self._leading
-            self._leading.add(key)
-        if not lead:
-            call.woken.wait()
-            if not call.lead:  # its batch was committed by another caller
-                return self._outcome(call)
-        self._lead(key)
-        return self._outcome(call)
+        with self._changed:
+            queue = self._queued.setdefault(key, [])
+            queue.append(call)
+            if self._leaders.get(key, 0) < self._lanes:
+                self._leaders[key] = self._leaders.get(key, 0) + 1
+                call.lead = True
+            else:
+                self._changed.wait_for(lambda: call.done or call.lead)
+        while call.lead:
+            with self._changed:
+                if call.done:
+                    self._hand_over(key, queue)
+                    break
+                batch = queue[: self._max_batch]
+                del queue[: self._max_batch]
+                if not batch:  # its item is in another lane's batch
+                    self._changed.wait_for(lambda: call.done)
+                    continue
+            self._commit_batch(key, batch)
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]
 
-    def _lead(self, key: Hashable) -> None:
-        with self._lock:
-            queue = self._queued[key]
-            batch, self._queued[key] = queue[: self._max_batch], queue[self._max_batch :]
+    def _commit_batch(self, key: Hashable, batch: list[_Call[T, R]]) -> None:
+        results: Sequence[R] = ()
+        error: BaseException | None = None
         try:
             results = self._commit(key, [c.item for c in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
-            for c, r in zip(batch, results, strict=True):
-                c.result = r
         except BaseException as exc:  # each caller of the batch raises it
-            for c in batch:
-                c.error = exc
-        with self._lock:
-            rest = self._queued[key]
-            if rest:
-                rest[0].lead = True
-                rest[0].woken.set()
-            else:
-                del self._queued[key]
-                self._leading.discard(key)
-        for c in batch:
-            c.lead = False
-            c.woken.set()
+            error = exc
+        with self._changed:
+            for i, c in enumerate(batch):
+                c.error = error
+                c.result = None if error is not None else results[i]
+                c.done = True
+            self._changed.notify_all()
 
-    @staticmethod
-    def _outcome(call: _Call[T, R]) -> R:
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[return-value]
+    def _hand_over(self, key: Hashable, queue: list[_Call[T, R]]) -> None:
+        """Pass the lead to the oldest caller still queued, or free the lane (lock held)."""
+        for c in queue:
+            if not c.lead:
+                c.lead = True
+                self._changed.notify_all()
+                return
+        self._leaders[key] -= 1
+        if not self._leaders[key]:
+            del self._leaders[key]
+            if not queue and self._queued.get(key) is queue:
+                del self._queued[key]

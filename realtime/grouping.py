@@ -21,6 +21,7 @@ grouped per key (the database engine): one batch, one database.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
@@ -60,12 +61,20 @@ class GroupCommit(Generic[T, R]):
         self._commit = commit
         self._max_batch = max_batch
         self._lanes = lanes
+        self._reset()
+
+    def _reset(self) -> None:
+        # A forked child inherits the parent's queues and leader counts but
+        # not its threads: it starts afresh, or it would wait for them forever.
+        self._pid = os.getpid()
         self._changed = threading.Condition()
         self._queued: dict[Hashable, list[_Call[T, R]]] = {}
         self._leaders: dict[Hashable, int] = {}
 
     def run(self, key: Hashable, item: T) -> R:
         """Commit ``item`` (in a batch with whatever else is queued for ``key``); its result."""
+        if os.getpid() != self._pid:
+            self._reset()
         call: _Call[T, R] = _Call(item)
         with self._changed:
             queue = self._queued.setdefault(key, [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -143,3 +144,22 @@ def test_results_match_items_in_every_batch(lanes: int) -> None:
     for t in threads:
         t.join(30)
     assert out == {i: -i for i in range(40)}
+
+
+def test_a_forked_child_does_not_wait_for_the_parents_leaders() -> None:
+    commit = Recorder()
+    group: GroupCommit[int, str] = GroupCommit(commit, lanes=1)
+    stuck = threading.Thread(target=group.run, args=("k", 0))
+    stuck.start()
+    time.sleep(0.05)  # the parent's only lane is in flight
+    pid = os.fork()
+    if pid == 0:  # the child: its own commit, with no leader of the parent's to wait for
+        done: list[str] = []
+        t = threading.Thread(target=lambda: done.append(group.run("k", 5)), daemon=True)
+        t.start()
+        t.join(5)
+        os._exit(0 if done == ["k:5"] else 1)
+    _, status = os.waitpid(pid, 0)
+    commit.release.set()
+    stuck.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -84,6 +84,10 @@ def test_a_bad_entry_is_named_and_nothing_is_written(settings: Settings, clean_d
         ([*good, {"user_id": "not-a-uuid", "template_data": MONEY}], "entries[3].user_id"),
         ([*good[:1], {"user_id": uuid.uuid4()}, *good[1:]], "entries[1].template_data"),
         ([*good[:2], {"user_id": uuid.uuid4(), "colour": "red"}], "entries[2].colour"),
+        (
+            [*good[:1], {"user_id": uuid.uuid4(), "template": ["english/outbid"]}],
+            "entries[1].template",
+        ),
         ([*good, {"template_data": MONEY}], "entries[3].user_id"),
         (
             [

@@ -117,8 +117,9 @@ def test_callers_queued_behind_stuck_lanes_go_in_together_after_the_commit(
     assert sorted(out) == ["held0", "held1", "q-held", "q0", "q1", "q2"]
     assert all(at >= committed_at for _seq, at in out.values())
     assert all(seq > early for seq, _at in out.values())
-    # Two stuck statements, then the four queued callers in one (or two: one per lane).
-    assert 3 <= len(inserts) <= 4
+    # The stuck statement(s) (one per lane, or one for both if the second
+    # caller was queued in time), then the four queued callers in one or two.
+    assert 2 <= len(inserts) <= 4
     numbers = [r.sequence_number for r in rows(clean_db, held)]
     assert numbers == sorted(numbers) and len(set(numbers)) == 4
 

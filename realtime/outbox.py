@@ -144,10 +144,12 @@ def publish_event(
     is the list of user ids of a ``targeted`` event; a ``private`` event
     needs ``user_id``.
 
-    With ``session`` the row is flushed in the caller's transaction and
+    With ``session`` the row is inserted in the caller's transaction and
     published after it commits; without, Clarion commits and publishes it
-    at once. Raises :class:`~clarion.core.errors.ValidationError` naming the bad
-    argument.
+    before returning (in one statement and one commit with the events this
+    process's other threads publish at the same moment; a database error
+    of that statement is raised in each of them). Raises
+    :class:`~clarion.core.errors.ValidationError` naming the bad argument.
 
     This is the entry point for application code: it reads the process-wide
     settings (database, Redis, events channel) and hands them down.

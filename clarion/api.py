@@ -218,6 +218,8 @@ class Lookups:
         return locale_rows.get_locale(self.session, user)
 
     def template(self, key: str, chain: Sequence[str]) -> NotificationTemplate:
+        if not isinstance(key, str):  # refused by name before it is used as a cache key
+            _template_key(key)
         cache_key = (key, tuple(chain))
         found = self.templates.get(cache_key)
         if found is None:

@@ -36,9 +36,22 @@ def get_locale(session: Session, user_id: uuid.UUID) -> str | None:
 
 
 def get_locales(session: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """The stored locale of each of ``user_ids`` that has one (10,000 users per query)."""
+    """The stored locale of each of ``user_ids`` that has one.
+
+    On PostgreSQL the ids go as one array parameter (``= ANY``): an ``IN``
+    list of 20,000 placeholders cost more in the driver's query conversion
+    than the query itself. SQLite gets ``IN`` lists of 10,000.
+    """
     users = list(user_ids)
     found: dict[uuid.UUID, str] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sa.bindparam("user_ids", users, type_=postgresql.ARRAY(sa.Uuid()))
+        rows = session.execute(
+            sa.select(UserLocale.user_id, UserLocale.locale).where(
+                UserLocale.user_id == sa.any_(ids)
+            )
+        )
+        return {user: locale for user, locale in rows}
     for start in range(0, len(users), 10_000):
         rows = session.execute(
             sa.select(UserLocale.user_id, UserLocale.locale).where(

@@ -14,10 +14,11 @@ Every gateway subscribes to the Redis channel ``CLARION_EVENTS_CHANNEL``
 application code, reads the process-wide settings; the rest takes the
 session or engine and an :class:`Outlet` (Redis client and channel).
 
-``sequence_number`` comes from the PostgreSQL sequence
-``real_time_events_sequence_number_seq``; on SQLite (the embedded default,
-which has no sequences) it is ``max + 1`` read inside the inserting
-transaction, which SQLite's single writer serialises.
+``sequence_number`` is drawn by the event's INSERT itself, in commit order
+per subscription key (:mod:`realtime.numbering`). Without a ``session`` that
+INSERT runs in autocommit: numbering, inserting and committing are one
+statement. ``published_at`` is set shortly after the publish, in batches
+(:mod:`realtime.marks`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 import sqlalchemy as sa
@@ -37,12 +38,15 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from clarion.core.db import get_engine, is_postgres, session_factory
+from clarion.core.db import get_engine
 from clarion.core.errors import ValidationError
 from clarion.core.parse import as_enum, as_json, as_optional_uuid, as_text, as_uuid
 from clarion.core.settings import get_settings
 from models.enums import EventCategory, EventPriority, Visibility
-from models.realtime import EVENT_SEQUENCE, RealTimeEvent
+from models.realtime import RealTimeEvent
+from realtime.grouping import GroupCommit
+from realtime.marks import Marks
+from realtime.numbering import bind_rows, lock_keys, numbered_insert
 from realtime.wire import encode_event
 
 log = logging.getLogger("clarion.events")
@@ -140,10 +144,12 @@ def publish_event(
     is the list of user ids of a ``targeted`` event; a ``private`` event
     needs ``user_id``.
 
-    With ``session`` the row is flushed in the caller's transaction and
+    With ``session`` the row is inserted in the caller's transaction and
     published after it commits; without, Clarion commits and publishes it
-    at once. Raises :class:`~clarion.core.errors.ValidationError` naming the bad
-    argument.
+    before returning (in one statement and one commit with the events this
+    process's other threads publish at the same moment; a database error
+    of that statement is raised in each of them). Raises
+    :class:`~clarion.core.errors.ValidationError` naming the bad argument.
 
     This is the entry point for application code: it reads the process-wide
     settings (database, Redis, events channel) and hands them down.
@@ -175,15 +181,72 @@ def publish_event(
     settings = get_settings()
     outlet = Outlet(redis_client(settings.redis_url), settings.events_channel)
     if session is None:
-        with session_factory(get_engine(settings.effective_database_url))() as own:
-            with own.begin():
-                row = record_event(own, spec, outlet)
-            return row
+        return _record_and_publish(get_engine(settings.effective_database_url), spec, outlet)
     return record_event(session, spec, outlet)
 
 
 def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeEvent:
-    """Check ``spec``, insert its row in ``session`` and publish it to ``outlet`` after commit."""
+    """Check ``spec``, insert its row in ``session`` and publish it to ``outlet`` after commit.
+
+    The returned row is not added to ``session`` (it was inserted by one
+    statement, which also drew its number): it holds every column as stored.
+    """
+    values, keys = event_values(spec)
+    [row] = _insert(session.connection(), [values], keys)
+    _after_commit(session, row, outlet)
+    return row
+
+
+def _record_and_publish(engine: Engine, spec: EventSpec, outlet: Outlet) -> RealTimeEvent:
+    """Insert and commit the event, then publish it; concurrent calls share the work.
+
+    On PostgreSQL the calls of this process's threads that arrive while a
+    commit is in flight go in together (:mod:`realtime.grouping`): one
+    INSERT of their rows in autocommit (numbering, inserting and committing
+    in one statement), one Redis pipeline, one batch of marks.
+    """
+    values, keys = event_values(spec)
+    if engine.dialect.name == "postgresql":
+        return _GROUPS.run((engine, outlet), (values, keys))
+    return _commit_batch((engine, outlet), [(values, keys)])[0]
+
+
+def _commit_batch(
+    where: Hashable, batch: Sequence[tuple[dict[str, Any], list[str]]]
+) -> list[RealTimeEvent]:
+    engine, outlet = cast(tuple[Engine, Outlet], where)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        rows = _insert(
+            conn, [values for values, _keys in batch], [k for _v, ks in batch for k in ks]
+        )
+    published = publish_payloads(outlet, [event_payload(row) for row in rows])
+    if published:
+        MARKS.add(engine, published)
+    return rows
+
+
+#: This process's publishers without a session, grouped per (engine, outlet).
+_GROUPS: GroupCommit[tuple[dict[str, Any], list[str]], RealTimeEvent] = GroupCommit(_commit_batch)
+
+
+def _insert(
+    conn: sa.Connection, batch: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> list[RealTimeEvent]:
+    """Insert the events, numbered under the locks of ``keys`` (:mod:`realtime.numbering`)."""
+    params = {**bind_rows(batch), "ordering_keys": lock_keys(keys)}
+    result = conn.execute(numbered_insert(conn.dialect.name, len(batch)), params)
+    numbers = {event_id: number for event_id, number in result}
+    return [
+        RealTimeEvent(**values, sequence_number=int(numbers[values["event_id"]]))
+        for values in batch
+    ]
+
+
+def event_values(spec: EventSpec) -> tuple[dict[str, Any], list[str]]:
+    """Check ``spec``; return its row's column values (all but the number) and ordering keys.
+
+    Raises :class:`~clarion.core.errors.ValidationError` naming the bad argument.
+    """
     event_type = as_text(spec.event_type, "event_type", limit=EVENT_TYPE_MAX)
     if not isinstance(spec.event_data, Mapping):
         raise ValidationError("event_data", "must be a JSON object")
@@ -248,7 +311,7 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         else _sequence(spec.causal_events, "causal_events", MAX_CAUSAL_EVENTS)
     )
     now = dt.datetime.now(dt.UTC)
-    row = RealTimeEvent(
+    values: dict[str, Any] = dict(
         event_id=uuid.uuid4(),
         event_type=event_type,
         event_category=category,
@@ -262,7 +325,6 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         visibility=visibility,
         target_audience=audience,
         broadcast_channels=channels,
-        sequence_number=_next_sequence(session, _ordering_keys(auction_id, spec, channels)),
         previous_event_id=as_optional_uuid(spec.previous_event_id, "previous_event_id"),
         correlation_id=correlation_id,
         causal_events=[str(as_uuid(c, "causal_events")) for c in causal] if causal else None,
@@ -274,11 +336,9 @@ def record_event(session: Session, spec: EventSpec, outlet: Outlet) -> RealTimeE
         ack_timeout=ack_timeout,
         tags=tags,
         created_at=now,
+        published_at=None,
     )
-    session.add(row)
-    session.flush()
-    _after_commit(session, row, outlet)
-    return row
+    return values, _ordering_keys(auction_id, spec, channels)
 
 
 def _optional_json(value: object, field: str, limit: int) -> Any:
@@ -314,29 +374,6 @@ def _ordering_keys(
     return keys
 
 
-def _next_sequence(session: Session, keys: Sequence[str]) -> int:
-    """The event's sequence number, in commit order for each subscription key.
-
-    A sequence hands out numbers in call order, but transactions commit in
-    any order: a client resuming after number 11 would never see a 10 that
-    committed later. So, on PostgreSQL, the number is taken under a
-    transaction-level advisory lock per subscription key (its auction, its
-    topics, in a fixed order: no deadlock between publishers): a second
-    event for the same key waits until the first one's transaction ends.
-    Publishers of one auction or topic take turns; events with no key in
-    common do not wait for each other.
-    """
-    if is_postgres(session):
-        for key in sorted(set(keys)):
-            session.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": f"clarion:events:{key}"},
-            )
-        return int(session.execute(EVENT_SEQUENCE.next_value()).scalar_one())
-    current = session.scalar(sa.select(sa.func.max(RealTimeEvent.sequence_number)))
-    return int(current or 0) + 1
-
-
 def _after_commit(session: Session, row: RealTimeEvent, outlet: Outlet) -> None:
     session.info.setdefault(_PENDING_KEY, []).append((outlet, event_payload(row)))
     if session.info.get(_HOOKED_KEY):
@@ -369,7 +406,7 @@ def _publish_pending(session: Session) -> None:
         for outlet, payloads in by_outlet.values():
             published = publish_payloads(outlet, payloads)
             if published:
-                mark_published(bind, published)
+                MARKS.add(bind, published)
     except Exception:
         log.warning(
             "publishing %d event(s) after commit failed; the relay will",
@@ -405,6 +442,10 @@ def mark_published(engine: Engine, event_ids: Sequence[str]) -> None:
             )
             .values(published_at=now)
         )
+
+
+#: The process's queue of events to mark published (:mod:`realtime.marks`).
+MARKS = Marks(mark_published)
 
 
 def relay_unpublished(

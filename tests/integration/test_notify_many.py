@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import clarion
+from clarion.bulk import INSERT_BATCH
 from clarion.core.errors import ValidationError
 from clarion.core.settings import Settings
 from models import Notification
@@ -83,6 +84,10 @@ def test_a_bad_entry_is_named_and_nothing_is_written(settings: Settings, clean_d
         ([*good, {"user_id": "not-a-uuid", "template_data": MONEY}], "entries[3].user_id"),
         ([*good[:1], {"user_id": uuid.uuid4()}, *good[1:]], "entries[1].template_data"),
         ([*good[:2], {"user_id": uuid.uuid4(), "colour": "red"}], "entries[2].colour"),
+        (
+            [*good[:1], {"user_id": uuid.uuid4(), "template": ["english/outbid"]}],
+            "entries[1].template",
+        ),
         ([*good, {"template_data": MONEY}], "entries[3].user_id"),
         (
             [
@@ -173,3 +178,32 @@ def test_rows_are_those_notify_writes(settings: Settings, clean_db: Engine) -> N
         k: v for k, v in b.items() if k not in skip
     }
     assert a["locale"] == "de" and a["email_html"]
+
+
+def test_a_refusal_past_the_first_copy_chunk_leaves_nothing(
+    session: Session, settings: Settings, clean_db: Engine
+) -> None:
+    """Rows of the chunks already copied go too: the call is all or nothing."""
+    common: dict[str, Any] = {
+        "title": "Auction ended",
+        "message": "It is over",
+        "category": "auction",
+        "channels": ["in_app"],
+    }
+    clarion.notify(uuid.uuid4(), idempotency_key="taken", **common)
+    count = INSERT_BATCH + 500
+    entries: list[dict[str, Any]] = [
+        {"user_id": uuid.uuid4(), "idempotency_key": f"ended:7:{i}"} for i in range(count)
+    ]
+    bad = INSERT_BATCH + 200  # in the second chunk: the first one is in by then
+    with pytest.raises(ValidationError) as caught:
+        clarion.notify_many([*entries[:bad], {"user_id": "42"}, *entries[bad:]], **common)
+    assert caught.value.field == f"entries[{bad}].user_id"
+    entries[bad]["idempotency_key"] = "taken"
+    with session.begin():
+        with pytest.raises(ValidationError) as caught:
+            clarion.notify_many(entries, session=session, **common)
+        assert caught.value.field == f"entries[{bad}].idempotency_key"
+        assert caught.value.problem == "is already used by a notification for another user"
+    # The caller's transaction committed: none of the call's rows came with it.
+    assert _count(clean_db) == 1

@@ -312,10 +312,6 @@ def build_values(r: NotifyRequest, lookups: Lookups) -> dict[str, Any]:
     # Checked before rendering, so that a bad value is named as template_data
     # and not as the title or message it would have ended up in.
     checked = lookups.checked_data(template_data) if template_data is not None else NO_DATA
-    if r.template is not None and not isinstance(r.template, str):
-        raise ValidationError(
-            "template", f"must be a template key (text), not {type(r.template).__name__}"
-        )
     tmpl = (
         lookups.template(r.template, fallback_chain(wanted, default_locale))
         if r.template is not None

@@ -349,6 +349,29 @@ class Bench:
                 for e, rs in by_event.items()
                 if e in event_ids and rs[0]["published_at"] is not None
             ]
+            # Where the gateway-side time goes: the hop through Redis (publish to the
+            # slowest process's read) and the dispatch (that read to the last write).
+            receive = [
+                max(r["received_at"] for r in rs) - rs[0]["published_at"]
+                for e, rs in by_event.items()
+                if e in event_ids and rs[0]["published_at"] is not None
+            ]
+            dispatch = [
+                r["last_write_at"] - r["received_at"]
+                for r in records
+                if r["event_id"] in event_ids
+            ]
+            # ... and what the dispatch's wall time is made of: CPU, and waiting for one.
+            dispatch_cpu = [
+                r["dispatch_cpu"]
+                for r in records
+                if r["event_id"] in event_ids and r.get("dispatch_cpu") is not None
+            ]
+            dispatch_runqueue = [
+                r["dispatch_runqueue"]
+                for r in records
+                if r["event_id"] in event_ids and r.get("dispatch_runqueue") is not None
+            ]
             direct = sum(r["direct"] for r in records)
             queued = sum(r["queued"] for r in records)
             from realtime.visibility import client_frame
@@ -385,6 +408,14 @@ class Bench:
                 "window_s": window,
                 "load_average_1m": load,
                 "gateway_side_ms": {k: v * 1000 for k, v in quantiles(gateway_side).items()},
+                "receive_ms": {k: v * 1000 for k, v in quantiles(receive).items()},
+                "dispatch_ms": {k: v * 1000 for k, v in quantiles(dispatch).items()},
+                "dispatch_cpu_ms": {
+                    k: v * 1000 for k, v in quantiles(dispatch_cpu or [0.0]).items()
+                },
+                "dispatch_runqueue_ms": {
+                    k: v * 1000 for k, v in quantiles(dispatch_runqueue or [0.0]).items()
+                },
                 "end_to_end_ms": {k: v * 1000 for k, v in quantiles(latencies).items()},
                 "kib_per_connection": (rss - base) / max(clients.opened, 1),
                 "frame": frame,
@@ -558,6 +589,12 @@ def main() -> int:
                     f"{r['gateway_cpu_us_per_frame']:.1f} us/frame, bare "
                     f"{r['bare_cpu_us_per_frame']:.1f} us/frame, ratio {r['ratio']:.2f}; "
                     f"gateway-side p50/p99/max {g['p50']:.0f}/{g['p99']:.0f}/{g['max']:.0f} ms; "
+                    f"(Redis hop p50/p99 {r['receive_ms']['p50']:.0f}/"
+                    f"{r['receive_ms']['p99']:.0f} ms, dispatch per process p50/p99 "
+                    f"{r['dispatch_ms']['p50']:.0f}/{r['dispatch_ms']['p99']:.0f} ms, of which "
+                    f"on CPU {r['dispatch_cpu_ms']['p50']:.0f}/{r['dispatch_cpu_ms']['p99']:.0f}"
+                    f" ms, waiting for a CPU {r['dispatch_runqueue_ms']['p50']:.0f}/"
+                    f"{r['dispatch_runqueue_ms']['p99']:.0f} ms); "
                     f"end to end p50/p99/max {e['p50']:.0f}/{e['p99']:.0f}/{e['max']:.0f} ms; "
                     f"client CPU {r['client_cpu_s']:.2f} s "
                     f"(bare run {r['bare_client_cpu_s']:.2f} s); "

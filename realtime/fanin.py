@@ -218,6 +218,7 @@ class FanIn:
             self.metrics.event("duplicate")
             return 0
         now = time.time()
+        sched = self.fanout.sched() if self.fanout is not None else None
         if event.expires_at is not None and event.expires_at <= now:
             self.metrics.event("expired")
             return 0
@@ -240,7 +241,7 @@ class FanIn:
             self.outbound.events_sent(event, direct)
             self.metrics.frames_written(event.arrived, direct)
         if self.fanout is not None and count:
-            self.fanout.dispatched(event, now, direct, count - direct)
+            self.fanout.dispatched(event, now, direct, count - direct, sched)
         return count
 
     def dispatch_notification(self, channel: bytes | str, raw: bytes | str) -> None:

@@ -21,11 +21,21 @@ Reported per (P, S):
 * gateway-side latency per event: from the publish to Redis to the last
   socket write of that event in any gateway process (the gateway's own
   record, ``CLARION_GATEWAY_FANOUT_LOG``), p50 / p99 / max over the events;
+  and its parts: the hop through Redis (publish to the slowest process's
+  read) and each process's dispatch (read to last write), the dispatch split
+  into time on a CPU and time runnable but waiting for one (the process's
+  ``/proc/thread-self/schedstat``): on a machine whose cores the clients
+  share, the dispatch mostly waits;
 * end-to-end latency: from just before ``publish_event()`` to the client's
   receipt, p50 / p99 / max over every (event, subscriber);
 * the client processes' CPU over the same window (they share the machine);
 * memory per connection: the gateway processes' RSS with S subscribed idle
   connections minus their RSS before the first one, per connection.
+
+``--client-sched batch`` runs the client processes (of both runs) under
+``SCHED_BATCH``: the same CPU share, but a client woken by a frame does not
+preempt the server that wrote it, as clients on other machines would not.
+Report figures both ways.
 
 Then ``--idle`` idle connections per gateway process (``--idle-processes``
 processes; the clients bind 127.0.0.2... so that loopback's ephemeral ports
@@ -120,11 +130,17 @@ def client_process(
     auction: str | None,
     source_ip: str,
     pipe: Any,
+    batch: bool = False,
 ) -> None:
     """Open ``count`` connections (subscribed to ``auction`` if given: the gateway); on
     ``("read", n)`` read ``n`` frames on each and report receipt latencies and own CPU."""
     from websockets.asyncio.client import connect
 
+    if batch:
+        # SCHED_BATCH: the same share of the CPU as before, but a client woken by a frame
+        # no longer preempts the process that wrote it (as clients on other machines would
+        # not); a choice of the run, reported with its figures.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -173,7 +189,9 @@ def client_process(
 class Clients:
     """``n`` client processes sharing ``total`` connections."""
 
-    def __init__(self, url: str, total: int, n: int, auction: str | None) -> None:
+    def __init__(
+        self, url: str, total: int, n: int, auction: str | None, batch: bool = False
+    ) -> None:
         self.procs: list[tuple[mp.Process, Any]] = []
         ctx = mp.get_context("spawn")
         per, extra = divmod(total, n)
@@ -181,7 +199,8 @@ class Clients:
             parent, child = ctx.Pipe()
             count = per + (1 if i < extra else 0)
             p = ctx.Process(
-                target=client_process, args=(url, count, auction, f"127.0.0.{2 + i}", child)
+                target=client_process,
+                args=(url, count, auction, f"127.0.0.{2 + i}", child, batch),
             )
             p.start()
             self.procs.append((p, parent))
@@ -316,7 +335,13 @@ class Bench:
             pids = family(gateway.pid)
             base = sum(rss_kib(p) for p in pids)
             auction = str(uuid.uuid4())
-            clients = Clients(f"ws://127.0.0.1:{port}/", subscribers, a.clients, auction)
+            clients = Clients(
+                f"ws://127.0.0.1:{port}/",
+                subscribers,
+                a.clients,
+                auction,
+                a.client_sched == "batch",
+            )
             time.sleep(6.0)  # the connection rows' batched writes and one counter flush
             rss = sum(rss_kib(p) for p in pids)
             self.fanout_log.write_text("")
@@ -357,9 +382,7 @@ class Bench:
                 if e in event_ids and rs[0]["published_at"] is not None
             ]
             dispatch = [
-                r["last_write_at"] - r["received_at"]
-                for r in records
-                if r["event_id"] in event_ids
+                r["last_write_at"] - r["received_at"] for r in records if r["event_id"] in event_ids
             ]
             # ... and what the dispatch's wall time is made of: CPU, and waiting for one.
             dispatch_cpu = [
@@ -407,6 +430,7 @@ class Bench:
                 "client_cpu_s": client_cpu,
                 "window_s": window,
                 "load_average_1m": load,
+                "client_sched": a.client_sched,
                 "gateway_side_ms": {k: v * 1000 for k, v in quantiles(gateway_side).items()},
                 "receive_ms": {k: v * 1000 for k, v in quantiles(receive).items()},
                 "dispatch_ms": {k: v * 1000 for k, v in quantiles(dispatch).items()},
@@ -435,7 +459,9 @@ class Bench:
         clients: Clients | None = None
         try:
             assert parent.recv()[0] == "listening"
-            clients = Clients(f"ws://127.0.0.1:{port}/", subscribers, a.clients, None)
+            clients = Clients(
+                f"ws://127.0.0.1:{port}/", subscribers, a.clients, None, a.client_sched == "batch"
+            )
             time.sleep(2.0)
             assert server.pid is not None
             clients.start_reading(a.events)
@@ -562,6 +588,14 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between events")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--client-sched",
+        choices=("normal", "batch"),
+        default="normal",
+        help="scheduling policy of the client processes (gateway and bare runs alike): "
+        "batch (SCHED_BATCH) keeps their CPU share but stops a client woken by a frame "
+        "from preempting the server that wrote it",
+    )
     parser.add_argument("--idle", type=int, default=19_000, help="idle connections per process")
     parser.add_argument("--idle-processes", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -569,7 +603,7 @@ def main() -> int:
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    print(f"open files limit (per process): {hard}")
+    print(f"open files limit (per process): {hard}; client scheduling: {args.client_sched}")
 
     bench = Bench(args)
     results: list[dict[str, Any]] = []

@@ -19,9 +19,10 @@ connection's writer. ``dispatch_cpu`` and ``dispatch_runqueue`` are the
 seconds the dispatching thread ran on a CPU and waited for one (runnable,
 not running: other processes had the cores) from ``received_at`` to the end
 of the dispatch, from ``/proc/thread-self/schedstat`` (null where there is
-none): what the dispatch's wall time is made of. The benchmark (``bench/realtime_gateway.py``) reads the
-file for the gateway-side latency; several processes append to the same
-file, one ``write`` per line (``O_APPEND``), so lines never interleave.
+none): what the dispatch's wall time is made of. The benchmark
+(``bench/realtime_gateway.py``) reads the file for the gateway-side latency;
+several processes append to the same file, one ``write`` per line
+(``O_APPEND``), so lines never interleave.
 
 Off (no file) it costs nothing: the gateway does not build the recorder.
 """

@@ -135,6 +135,7 @@ def client_process(
     """Open ``count`` connections (subscribed to ``auction`` if given: the gateway); on
     ``("read", n)`` read ``n`` frames on each and report receipt latencies and own CPU."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     if batch:
         # SCHED_BATCH: the same share of the CPU as before, but a client woken by a frame
@@ -174,13 +175,21 @@ def client_process(
             latencies: list[float] = []
             cpu0 = time.process_time()
 
+            lost = 0
+
             async def read(ws: Any, frames: int, latencies: list[float]) -> None:
-                for _ in range(frames):
-                    frame = json.loads(await ws.recv())
-                    latencies.append(time.time() - frame["data"]["t0"])
+                nonlocal lost
+                try:
+                    for _ in range(frames):
+                        frame = json.loads(await ws.recv())
+                        latencies.append(time.time() - frame["data"]["t0"])
+                except ConnectionClosed:
+                    # Closed by the server (a keepalive timeout when this process fell
+                    # seconds behind): counted, and the run goes on without it.
+                    lost += 1
 
             await asyncio.gather(*(read(ws, frames, latencies) for ws in sockets))
-            pipe.send(("done", time.time(), time.process_time() - cpu0, latencies))
+            pipe.send(("done", time.time(), time.process_time() - cpu0, latencies, lost))
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
     asyncio.run(main())
@@ -210,15 +219,17 @@ class Clients:
         for _, parent in self.procs:
             parent.send(("read", frames))
 
-    def results(self) -> tuple[float, float, list[float]]:
-        """(last receipt time, the clients' CPU seconds, every receipt latency)."""
-        last, cpu, latencies = 0.0, 0.0, []
+    def results(self) -> tuple[float, float, list[float], int]:
+        """(last receipt time, the clients' CPU seconds, every receipt latency, connections
+        closed by the server while reading)."""
+        last, cpu, latencies, lost = 0.0, 0.0, [], 0
         for _, parent in self.procs:
-            _kind, done_at, used, values = parent.recv()
+            _kind, done_at, used, values, closed = parent.recv()
             last = max(last, done_at)
             cpu += used
             latencies.extend(values)
-        return last, cpu, latencies
+            lost += closed
+        return last, cpu, latencies, lost
 
     def close(self) -> None:
         for p, parent in self.procs:
@@ -360,7 +371,7 @@ class Bench:
                 )
                 event_ids[str(row.event_id)] = t0
                 time.sleep(a.interval)
-            last, client_cpu, latencies = clients.results()
+            last, client_cpu, latencies, lost = clients.results()
             cpu = sum(cpu_seconds(p) for p in pids) - cpu0
             window = last - t_start
             load = os.getloadavg()[0]
@@ -423,10 +434,13 @@ class Bench:
                 "opened": clients.opened,
                 "events": a.events,
                 "deliveries": deliveries,
+                "connections_lost": lost,
                 "direct": direct,
                 "queued": queued,
                 "gateway_cpu_s": cpu,
                 "gateway_cpu_us_per_frame": cpu / deliveries * 1e6,
+                # The rest of the gateway's CPU: watchdog, flushes, Redis, relay.
+                "dispatch_cpu_s": sum(dispatch_cpu),
                 "client_cpu_s": client_cpu,
                 "window_s": window,
                 "load_average_1m": load,
@@ -468,7 +482,7 @@ class Bench:
             cpu0 = cpu_seconds(server.pid)
             t_start = time.time()
             parent.send(("broadcast", frame.encode(), a.events, a.interval))
-            last, client_cpu, _latencies = clients.results()
+            last, client_cpu, _latencies, _lost = clients.results()
             cpu = cpu_seconds(server.pid) - cpu0
             deliveries = subscribers * a.events
             return {
@@ -619,7 +633,8 @@ def main() -> int:
                 g, e = r["gateway_side_ms"], r["end_to_end_ms"]
                 print(
                     f"P={processes} S={subscribers:>6,}: {r['deliveries']:,} deliveries "
-                    f"(direct {r['direct']:,}, queued {r['queued']:,}); gateway CPU "
+                    f"(direct {r['direct']:,}, queued {r['queued']:,}, connections closed "
+                    f"by the gateway while reading {r['connections_lost']}); gateway CPU "
                     f"{r['gateway_cpu_us_per_frame']:.1f} us/frame, bare "
                     f"{r['bare_cpu_us_per_frame']:.1f} us/frame, ratio {r['ratio']:.2f}; "
                     f"gateway-side p50/p99/max {g['p50']:.0f}/{g['p99']:.0f}/{g['max']:.0f} ms; "
@@ -632,7 +647,8 @@ def main() -> int:
                     f"end to end p50/p99/max {e['p50']:.0f}/{e['p99']:.0f}/{e['max']:.0f} ms; "
                     f"client CPU {r['client_cpu_s']:.2f} s "
                     f"(bare run {r['bare_client_cpu_s']:.2f} s); "
-                    f"gateway {r['gateway_cpu_s']:.2f} s over {r['window_s']:.1f} s; "
+                    f"gateway {r['gateway_cpu_s']:.2f} s (dispatches "
+                    f"{r['dispatch_cpu_s']:.2f} s) over {r['window_s']:.1f} s; "
                     f"{r['kib_per_connection']:.1f} KiB/conn; "
                     f"load average {r['load_average_1m']:.1f}",
                     flush=True,

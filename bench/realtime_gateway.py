@@ -21,11 +21,21 @@ Reported per (P, S):
 * gateway-side latency per event: from the publish to Redis to the last
   socket write of that event in any gateway process (the gateway's own
   record, ``CLARION_GATEWAY_FANOUT_LOG``), p50 / p99 / max over the events;
+  and its parts: the hop through Redis (publish to the slowest process's
+  read) and each process's dispatch (read to last write), the dispatch split
+  into time on a CPU and time runnable but waiting for one (the process's
+  ``/proc/thread-self/schedstat``): on a machine whose cores the clients
+  share, the dispatch mostly waits;
 * end-to-end latency: from just before ``publish_event()`` to the client's
   receipt, p50 / p99 / max over every (event, subscriber);
 * the client processes' CPU over the same window (they share the machine);
 * memory per connection: the gateway processes' RSS with S subscribed idle
   connections minus their RSS before the first one, per connection.
+
+``--client-sched batch`` runs the client processes (of both runs) under
+``SCHED_BATCH``: the same CPU share, but a client woken by a frame does not
+preempt the server that wrote it, as clients on other machines would not.
+Report figures both ways.
 
 Then ``--idle`` idle connections per gateway process (``--idle-processes``
 processes; the clients bind 127.0.0.2... so that loopback's ephemeral ports
@@ -120,11 +130,18 @@ def client_process(
     auction: str | None,
     source_ip: str,
     pipe: Any,
+    batch: bool = False,
 ) -> None:
     """Open ``count`` connections (subscribed to ``auction`` if given: the gateway); on
     ``("read", n)`` read ``n`` frames on each and report receipt latencies and own CPU."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
+    if batch:
+        # SCHED_BATCH: the same share of the CPU as before, but a client woken by a frame
+        # no longer preempts the process that wrote it (as clients on other machines would
+        # not); a choice of the run, reported with its figures.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -158,13 +175,21 @@ def client_process(
             latencies: list[float] = []
             cpu0 = time.process_time()
 
+            lost = 0
+
             async def read(ws: Any, frames: int, latencies: list[float]) -> None:
-                for _ in range(frames):
-                    frame = json.loads(await ws.recv())
-                    latencies.append(time.time() - frame["data"]["t0"])
+                nonlocal lost
+                try:
+                    for _ in range(frames):
+                        frame = json.loads(await ws.recv())
+                        latencies.append(time.time() - frame["data"]["t0"])
+                except ConnectionClosed:
+                    # Closed by the server (a keepalive timeout when this process fell
+                    # seconds behind): counted, and the run goes on without it.
+                    lost += 1
 
             await asyncio.gather(*(read(ws, frames, latencies) for ws in sockets))
-            pipe.send(("done", time.time(), time.process_time() - cpu0, latencies))
+            pipe.send(("done", time.time(), time.process_time() - cpu0, latencies, lost))
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
     asyncio.run(main())
@@ -173,7 +198,9 @@ def client_process(
 class Clients:
     """``n`` client processes sharing ``total`` connections."""
 
-    def __init__(self, url: str, total: int, n: int, auction: str | None) -> None:
+    def __init__(
+        self, url: str, total: int, n: int, auction: str | None, batch: bool = False
+    ) -> None:
         self.procs: list[tuple[mp.Process, Any]] = []
         ctx = mp.get_context("spawn")
         per, extra = divmod(total, n)
@@ -181,7 +208,8 @@ class Clients:
             parent, child = ctx.Pipe()
             count = per + (1 if i < extra else 0)
             p = ctx.Process(
-                target=client_process, args=(url, count, auction, f"127.0.0.{2 + i}", child)
+                target=client_process,
+                args=(url, count, auction, f"127.0.0.{2 + i}", child, batch),
             )
             p.start()
             self.procs.append((p, parent))
@@ -191,15 +219,17 @@ class Clients:
         for _, parent in self.procs:
             parent.send(("read", frames))
 
-    def results(self) -> tuple[float, float, list[float]]:
-        """(last receipt time, the clients' CPU seconds, every receipt latency)."""
-        last, cpu, latencies = 0.0, 0.0, []
+    def results(self) -> tuple[float, float, list[float], int]:
+        """(last receipt time, the clients' CPU seconds, every receipt latency, connections
+        closed by the server while reading)."""
+        last, cpu, latencies, lost = 0.0, 0.0, [], 0
         for _, parent in self.procs:
-            _kind, done_at, used, values = parent.recv()
+            _kind, done_at, used, values, closed = parent.recv()
             last = max(last, done_at)
             cpu += used
             latencies.extend(values)
-        return last, cpu, latencies
+            lost += closed
+        return last, cpu, latencies, lost
 
     def close(self) -> None:
         for p, parent in self.procs:
@@ -316,7 +346,13 @@ class Bench:
             pids = family(gateway.pid)
             base = sum(rss_kib(p) for p in pids)
             auction = str(uuid.uuid4())
-            clients = Clients(f"ws://127.0.0.1:{port}/", subscribers, a.clients, auction)
+            clients = Clients(
+                f"ws://127.0.0.1:{port}/",
+                subscribers,
+                a.clients,
+                auction,
+                a.client_sched == "batch",
+            )
             time.sleep(6.0)  # the connection rows' batched writes and one counter flush
             rss = sum(rss_kib(p) for p in pids)
             self.fanout_log.write_text("")
@@ -335,7 +371,7 @@ class Bench:
                 )
                 event_ids[str(row.event_id)] = t0
                 time.sleep(a.interval)
-            last, client_cpu, latencies = clients.results()
+            last, client_cpu, latencies, lost = clients.results()
             cpu = sum(cpu_seconds(p) for p in pids) - cpu0
             window = last - t_start
             load = os.getloadavg()[0]
@@ -348,6 +384,27 @@ class Bench:
                 max(r["last_write_at"] for r in rs) - rs[0]["published_at"]
                 for e, rs in by_event.items()
                 if e in event_ids and rs[0]["published_at"] is not None
+            ]
+            # Where the gateway-side time goes: the hop through Redis (publish to the
+            # slowest process's read) and the dispatch (that read to the last write).
+            receive = [
+                max(r["received_at"] for r in rs) - rs[0]["published_at"]
+                for e, rs in by_event.items()
+                if e in event_ids and rs[0]["published_at"] is not None
+            ]
+            dispatch = [
+                r["last_write_at"] - r["received_at"] for r in records if r["event_id"] in event_ids
+            ]
+            # ... and what the dispatch's wall time is made of: CPU, and waiting for one.
+            dispatch_cpu = [
+                r["dispatch_cpu"]
+                for r in records
+                if r["event_id"] in event_ids and r.get("dispatch_cpu") is not None
+            ]
+            dispatch_runqueue = [
+                r["dispatch_runqueue"]
+                for r in records
+                if r["event_id"] in event_ids and r.get("dispatch_runqueue") is not None
             ]
             direct = sum(r["direct"] for r in records)
             queued = sum(r["queued"] for r in records)
@@ -377,14 +434,26 @@ class Bench:
                 "opened": clients.opened,
                 "events": a.events,
                 "deliveries": deliveries,
+                "connections_lost": lost,
                 "direct": direct,
                 "queued": queued,
                 "gateway_cpu_s": cpu,
                 "gateway_cpu_us_per_frame": cpu / deliveries * 1e6,
+                # The rest of the gateway's CPU: watchdog, flushes, Redis, relay.
+                "dispatch_cpu_s": sum(dispatch_cpu),
                 "client_cpu_s": client_cpu,
                 "window_s": window,
                 "load_average_1m": load,
+                "client_sched": a.client_sched,
                 "gateway_side_ms": {k: v * 1000 for k, v in quantiles(gateway_side).items()},
+                "receive_ms": {k: v * 1000 for k, v in quantiles(receive).items()},
+                "dispatch_ms": {k: v * 1000 for k, v in quantiles(dispatch).items()},
+                "dispatch_cpu_ms": {
+                    k: v * 1000 for k, v in quantiles(dispatch_cpu or [0.0]).items()
+                },
+                "dispatch_runqueue_ms": {
+                    k: v * 1000 for k, v in quantiles(dispatch_runqueue or [0.0]).items()
+                },
                 "end_to_end_ms": {k: v * 1000 for k, v in quantiles(latencies).items()},
                 "kib_per_connection": (rss - base) / max(clients.opened, 1),
                 "frame": frame,
@@ -404,14 +473,16 @@ class Bench:
         clients: Clients | None = None
         try:
             assert parent.recv()[0] == "listening"
-            clients = Clients(f"ws://127.0.0.1:{port}/", subscribers, a.clients, None)
+            clients = Clients(
+                f"ws://127.0.0.1:{port}/", subscribers, a.clients, None, a.client_sched == "batch"
+            )
             time.sleep(2.0)
             assert server.pid is not None
             clients.start_reading(a.events)
             cpu0 = cpu_seconds(server.pid)
             t_start = time.time()
             parent.send(("broadcast", frame.encode(), a.events, a.interval))
-            last, client_cpu, _latencies = clients.results()
+            last, client_cpu, _latencies, _lost = clients.results()
             cpu = cpu_seconds(server.pid) - cpu0
             deliveries = subscribers * a.events
             return {
@@ -474,7 +545,9 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cpu_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    split = all("dispatch_cpu_ms" in r for r in results)
+    fig, axes = plt.subplots(1, 3 if split else 2, figsize=(18 if split else 12, 4.5))
+    cpu_ax, lat_ax = axes[0], axes[1]
     labels = [f"{r['subscribers']:,} subs\n{r['processes']} proc" for r in results]
     xs = range(len(results))
     w = 0.38
@@ -519,6 +592,25 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     lat_ax.set_yscale("log")
     lat_ax.set_title("One event to every subscriber of an auction")
     lat_ax.legend(fontsize=8)
+    if split:
+        # What one process's dispatch of one event is made of (p50): on a CPU, waiting for one.
+        split_ax = axes[2]
+        on_cpu = [r["dispatch_cpu_ms"]["p50"] for r in results]
+        waiting = [r["dispatch_runqueue_ms"]["p50"] for r in results]
+        split_ax.bar(list(xs), on_cpu, 0.6, label="on a CPU")
+        split_ax.bar(list(xs), waiting, 0.6, bottom=on_cpu, label="runnable, waiting for a CPU")
+        for x, r in zip(xs, results, strict=True):
+            split_ax.annotate(
+                f"load {r['load_average_1m']:.0f}",
+                (x, r["dispatch_cpu_ms"]["p50"] + r["dispatch_runqueue_ms"]["p50"]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        split_ax.set_xticks(list(xs), labels, fontsize=8)
+        split_ax.set_ylabel("ms per process and event (p50)")
+        split_ax.set_title("Where a dispatch's time goes")
+        split_ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -531,14 +623,32 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between events")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--client-sched",
+        choices=("normal", "batch"),
+        default="normal",
+        help="scheduling policy of the client processes (gateway and bare runs alike): "
+        "batch (SCHED_BATCH) keeps their CPU share but stops a client woken by a frame "
+        "from preempting the server that wrote it",
+    )
     parser.add_argument("--idle", type=int, default=19_000, help="idle connections per process")
     parser.add_argument("--idle-processes", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "bench" / "realtime.png")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="draw --chart from the --json of an earlier run, measuring nothing",
+    )
     args = parser.parse_args()
+    if args.replot is not None:
+        chart(json.loads(args.replot.read_text())["fanout"], args.chart)
+        print(f"chart: {args.chart}")
+        return 0
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    print(f"open files limit (per process): {hard}")
+    print(f"open files limit (per process): {hard}; client scheduling: {args.client_sched}")
 
     bench = Bench(args)
     results: list[dict[str, Any]] = []
@@ -554,14 +664,22 @@ def main() -> int:
                 g, e = r["gateway_side_ms"], r["end_to_end_ms"]
                 print(
                     f"P={processes} S={subscribers:>6,}: {r['deliveries']:,} deliveries "
-                    f"(direct {r['direct']:,}, queued {r['queued']:,}); gateway CPU "
+                    f"(direct {r['direct']:,}, queued {r['queued']:,}, connections closed "
+                    f"by the gateway while reading {r['connections_lost']}); gateway CPU "
                     f"{r['gateway_cpu_us_per_frame']:.1f} us/frame, bare "
                     f"{r['bare_cpu_us_per_frame']:.1f} us/frame, ratio {r['ratio']:.2f}; "
                     f"gateway-side p50/p99/max {g['p50']:.0f}/{g['p99']:.0f}/{g['max']:.0f} ms; "
+                    f"(Redis hop p50/p99 {r['receive_ms']['p50']:.0f}/"
+                    f"{r['receive_ms']['p99']:.0f} ms, dispatch per process p50/p99 "
+                    f"{r['dispatch_ms']['p50']:.0f}/{r['dispatch_ms']['p99']:.0f} ms, of which "
+                    f"on CPU {r['dispatch_cpu_ms']['p50']:.0f}/{r['dispatch_cpu_ms']['p99']:.0f}"
+                    f" ms, waiting for a CPU {r['dispatch_runqueue_ms']['p50']:.0f}/"
+                    f"{r['dispatch_runqueue_ms']['p99']:.0f} ms); "
                     f"end to end p50/p99/max {e['p50']:.0f}/{e['p99']:.0f}/{e['max']:.0f} ms; "
                     f"client CPU {r['client_cpu_s']:.2f} s "
                     f"(bare run {r['bare_client_cpu_s']:.2f} s); "
-                    f"gateway {r['gateway_cpu_s']:.2f} s over {r['window_s']:.1f} s; "
+                    f"gateway {r['gateway_cpu_s']:.2f} s (dispatches "
+                    f"{r['dispatch_cpu_s']:.2f} s) over {r['window_s']:.1f} s; "
                     f"{r['kib_per_connection']:.1f} KiB/conn; "
                     f"load average {r['load_average_1m']:.1f}",
                     flush=True,

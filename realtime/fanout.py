@@ -7,16 +7,22 @@ cut off, a connection gone)::
 
     {"pid": 4242, "event_id": "...", "seq": 42, "published_at": 1764650000.001,
      "received_at": 1764650000.003, "last_write_at": 1764650000.021,
-     "deliveries": 5000, "direct": 4990, "queued": 10, "complete": true}
+     "deliveries": 5000, "direct": 4990, "queued": 10, "complete": true,
+     "dispatch_cpu": 0.052, "dispatch_runqueue": 0.031}
 
 Times are POSIX seconds: ``published_at`` is when the publisher (or the
 relay) sent the event to Redis (:func:`realtime.outbox.publish_payloads`
 stamps it into the message), ``received_at`` when this process read it,
 ``last_write_at`` when its last frame went to a socket. ``direct`` frames
 were written during the dispatch itself; ``queued`` ones waited for their
-connection's writer. The benchmark (``bench/realtime_gateway.py``) reads the
-file for the gateway-side latency; several processes append to the same
-file, one ``write`` per line (``O_APPEND``), so lines never interleave.
+connection's writer. ``dispatch_cpu`` and ``dispatch_runqueue`` are the
+seconds the dispatching thread ran on a CPU and waited for one (runnable,
+not running: other processes had the cores) from ``received_at`` to the end
+of the dispatch, from ``/proc/thread-self/schedstat`` (null where there is
+none): what the dispatch's wall time is made of. The benchmark
+(``bench/realtime_gateway.py``) reads the file for the gateway-side latency;
+several processes append to the same file, one ``write`` per line
+(``O_APPEND``), so lines never interleave.
 
 Off (no file) it costs nothing: the gateway does not build the recorder.
 """
@@ -40,9 +46,28 @@ class FanoutLog:
         #: event_id -> the record of an event whose queued frames are not all written yet
         self.waiting: dict[str, dict[str, object]] = {}
 
-    def dispatched(self, event: EventView, received_at: float, direct: int, queued: int) -> None:
-        """The dispatch of ``event`` ended: ``direct`` frames written, ``queued`` waiting."""
+    @staticmethod
+    def sched() -> tuple[float, float] | None:
+        """(seconds on a CPU, seconds runnable but waiting) of this thread so far."""
+        try:
+            with open("/proc/thread-self/schedstat", "rb") as f:
+                ran, waited = f.read().split()[:2]
+        except (OSError, ValueError):
+            return None
+        return int(ran) / 1e9, int(waited) / 1e9
+
+    def dispatched(
+        self,
+        event: EventView,
+        received_at: float,
+        direct: int,
+        queued: int,
+        sched_at_start: tuple[float, float] | None = None,
+    ) -> None:
+        """The dispatch of ``event`` ended: ``direct`` frames written, ``queued`` waiting;
+        ``sched_at_start`` is :meth:`sched` when it began."""
         published = event.payload.get("published_at")
+        sched_now = self.sched() if sched_at_start is not None else None
         record: dict[str, object] = {
             "pid": self.pid,
             "event_id": event.event_id,
@@ -54,7 +79,12 @@ class FanoutLog:
             "direct": direct,
             "queued": queued,
             "written": 0,
+            "dispatch_cpu": None,
+            "dispatch_runqueue": None,
         }
+        if sched_at_start is not None and sched_now is not None:
+            record["dispatch_cpu"] = sched_now[0] - sched_at_start[0]
+            record["dispatch_runqueue"] = sched_now[1] - sched_at_start[1]
         if queued:
             self.waiting[event.event_id] = record
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -28,6 +29,7 @@ from rtkit import RT, Client, Gateway, gateways_fixture, rt_fixture  # noqa: F40
 
 from clarion import publish_event
 from clarion.core.settings import Settings, reset_settings
+from realtime.fanin import PING_INTERVAL, PONG_TIMEOUT
 
 # Long scenarios of many real processes and CLI runs: the default 120 s guard
 # against a hang is too close to their duration on a loaded machine.
@@ -283,3 +285,73 @@ def test_redis_restarted_without_data(gateways: Any, own_redis: RedisServer, rt:
             await client.client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_gateway_held_up_past_the_pong_timeout_keeps_its_subscription(
+    gateways: Any, own_redis: RedisServer, rt: RT
+) -> None:
+    """A gateway whose own loop did not run for longer than the PING and PONG timeouts (a
+    fan-out to thousands, a storm of handshakes, a starved process; here SIGSTOP) reads what
+    Redis sent meanwhile before judging Redis: no loss, no replay, events keep coming."""
+    gateway = gateways(
+        processes=1,
+        CLARION_REDIS_URL=own_redis.url,
+        CLARION_BROKER_URL=own_redis.url,
+        # The clients' keepalive is not what this test is about: a stopped process would
+        # time its pings out too.
+        CLARION_GATEWAY_HEARTBEAT="600",
+        CLARION_GATEWAY_HEARTBEAT_TIMEOUT="600",
+    )
+    publisher(own_redis.url, gateway)
+    auction = uuid.uuid4()
+    wait_health(gateway, 200)
+
+    async def scenario() -> None:
+        clients = await open_clients(gateway, auction, [uuid.uuid4()])
+        expected = [await asyncio.to_thread(publish, auction, 0)]
+        await asyncio.sleep(PING_INTERVAL + 0.5)  # a PING went out and was answered
+        gateway.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(PING_INTERVAL + PONG_TIMEOUT + 2)
+        finally:
+            gateway.process.send_signal(signal.SIGCONT)
+        expected.append(await asyncio.to_thread(publish, auction, 1))
+        await asyncio.sleep(PING_INTERVAL + PONG_TIMEOUT)  # another round of PING and PONG
+        assert health(gateway)[0] == 200
+        expected.append(await asyncio.to_thread(publish, auction, 2))
+        for client in clients:
+            check_books(await client.settle(len(expected)), expected)
+            await client.client.close()
+
+    asyncio.run(scenario())
+    assert "Redis subscription lost" not in gateway.log()
+
+
+def test_a_silent_redis_is_a_lost_subscription(
+    gateways: Any, own_redis: RedisServer, rt: RT
+) -> None:
+    """Redis stops answering without closing anything (SIGSTOP: a partition, a hung server):
+    the unanswered PING is a loss (503), and what was published meanwhile is replayed."""
+    gateway = gateways(CLARION_REDIS_URL=own_redis.url, CLARION_BROKER_URL=own_redis.url)
+    publisher(own_redis.url, gateway)
+    auction = uuid.uuid4()
+    wait_health(gateway, 200)
+    assert own_redis.process is not None
+
+    async def scenario() -> None:
+        clients = await open_clients(gateway, auction, [uuid.uuid4()])
+        expected = [await asyncio.to_thread(publish, auction, 0)]
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            down = await asyncio.to_thread(wait_health, gateway, 503)
+            assert "no answer from Redis" in down["reason"], down
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(wait_health, gateway, 200)
+        expected.append(await asyncio.to_thread(publish, auction, 1))
+        for client in clients:
+            check_books(await client.settle(len(expected)), expected)
+            await client.client.close()
+
+    asyncio.run(scenario())
+    assert "Redis subscription lost" in gateway.log()

@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TABLE",
         help="only this table (repeatable): notifications (with their deliveries and "
         "attempts), delivery_attempts, real_time_events, websocket_connections, "
-        "collapse_windows, rate_counters",
+        "collapse_windows, rate_counters, idempotency_keys",
     )
     purge.set_defaults(func=cmd_purge)
 

@@ -18,7 +18,9 @@ grow for ever. What goes, per :class:`RetentionPolicy`:
   ago;
 * the delivery policy's working state, which nothing reads once it is past:
   ``collapse_windows`` closed for an hour, ``rate_counters`` of hours that
-  ended an hour ago (not a setting: these are not history).
+  ended an hour ago (not a setting: these are not history);
+* ``idempotency_keys`` (the HTTP API's stored first answers) after
+  ``idempotency_days``: a repeat of a request after that is a new request.
 
 Every deletion is a batch of at most ``batch_size`` rows in a transaction of
 its own, picked by an index-friendly range (``created_at``, ``generated_at``,
@@ -45,6 +47,7 @@ from clarion.core.clock import utcnow
 from clarion.core.errors import ValidationError
 from clarion.core.settings import Settings
 from models.enums import IN_FLIGHT, ConnectionStatus, NotificationStatus
+from models.idempotency import IdempotencyRecord
 from models.notifications import Delivery, DeliveryAttempt, Notification
 from models.preferences import CollapseWindow, RateCounter
 from models.realtime import RealTimeEvent, WebSocketConnection
@@ -62,6 +65,7 @@ TABLES = (
     "websocket_connections",
     "collapse_windows",
     "rate_counters",
+    "idempotency_keys",
 )
 #: What a purge can be limited to (``clarion purge --table``): deliveries go
 #: with their notifications, so ``notification_deliveries`` is not one.
@@ -72,6 +76,7 @@ TARGETS = (
     "websocket_connections",
     "collapse_windows",
     "rate_counters",
+    "idempotency_keys",
 )
 #: How long the delivery policy's state outlives its use.
 POLICY_STATE_GRACE = dt.timedelta(hours=1)
@@ -98,6 +103,7 @@ class RetentionPolicy:
     attempts_days: float = 0.0
     events_days: float = 1.0
     connections_days: float = 7.0
+    idempotency_days: float = 1.0
     batch_size: int = 1000
 
     @classmethod
@@ -108,6 +114,7 @@ class RetentionPolicy:
             attempts_days=settings.retention_attempts_days,
             events_days=settings.retention_events_days,
             connections_days=settings.retention_connections_days,
+            idempotency_days=settings.retention_idempotency_days,
             batch_size=settings.retention_batch_size,
         )
 
@@ -371,8 +378,10 @@ class Retention:
     def _policy_state(
         self, now: dt.datetime
     ) -> list[tuple[str, Any, list[Any], Any, sa.ColumnElement[bool]]]:
-        w, r = CollapseWindow, RateCounter
-        return [
+        """The tables with a composite key, purged by :meth:`_purge_keyed`: the delivery
+        policy's working state, and the HTTP API's stored answers."""
+        w, r, k = CollapseWindow, RateCounter, IdempotencyRecord
+        keyed: list[tuple[str, Any, list[Any], Any, sa.ColumnElement[bool]]] = [
             (
                 "collapse_windows",
                 w,
@@ -388,6 +397,18 @@ class Retention:
                 r.hour_start < now - POLICY_STATE_GRACE - dt.timedelta(hours=1),
             ),
         ]
+        idempotency = self._cutoff(now, self.policy.idempotency_days)
+        if idempotency is not None:
+            keyed.append(
+                (
+                    "idempotency_keys",
+                    k,
+                    [k.api_key_id, k.idempotency_key],
+                    k.created_at,
+                    k.created_at < idempotency,
+                )
+            )
+        return keyed
 
     def _purge_keyed(
         self,

@@ -818,6 +818,14 @@ class Settings:
         "websocket_connections rows disconnected more than this many days ago are deleted. "
         "0 keeps them.",
     )
+    retention_idempotency_days: float = setting(
+        "CLARION_RETENTION_IDEMPOTENCY_DAYS",
+        1.0,
+        _days,
+        "The HTTP API's stored first answers (idempotency_keys) are deleted this many days "
+        "after the request; a repeat with the same Idempotency-Key after that is a new "
+        "request. 0 keeps them.",
+    )
     # --- receipts, suppression, unsubscribe ------------------------------------------
     public_base_url: str | None = setting(
         "CLARION_PUBLIC_BASE_URL",

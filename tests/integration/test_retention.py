@@ -35,6 +35,7 @@ from models.enums import (
     Priority,
     Visibility,
 )
+from models.idempotency import IdempotencyRecord
 from models.notifications import Delivery, DeliveryAttempt, Notification
 from models.realtime import RealTimeEvent, WebSocketConnection
 from models.retention import Retention, RetentionPolicy
@@ -129,6 +130,21 @@ def connection(
     return c.connection_id
 
 
+def stored_answer(s: Session, age: dt.timedelta) -> tuple[uuid.UUID, str]:
+    """An ``Idempotency-Key``'s stored first answer, ``age`` old."""
+    record = IdempotencyRecord(
+        api_key_id=uuid.uuid4(),
+        idempotency_key=f"key-{uuid.uuid4()}",
+        request_hash="0" * 64,
+        status_code=201,
+        response={"notification_id": str(uuid.uuid4())},
+        created_at=NOW - age,
+    )
+    s.add(record)
+    s.flush()
+    return record.api_key_id, record.idempotency_key
+
+
 @dataclass
 class World:
     doomed: set[uuid.UUID]
@@ -137,6 +153,8 @@ class World:
     kept_events: set[uuid.UUID]
     doomed_connections: set[uuid.UUID]
     kept_connections: set[uuid.UUID]
+    doomed_keys: set[tuple[uuid.UUID, str]]
+    kept_keys: set[tuple[uuid.UUID, str]]
 
 
 DELIVERED = ((Channel.EMAIL, DeliveryStatus.DELIVERED), (Channel.SMS, DeliveryStatus.SENT))
@@ -175,7 +193,18 @@ def world(clean_db: Engine) -> World:
             connection(s, 10 * DAY, None),  # still connected, however old
             connection(s, 10 * DAY, 2 * DAY),  # connected long ago, disconnected recently
         }
-    return World(doomed, kept, doomed_events, kept_events, doomed_connections, kept_connections)
+        doomed_keys = {stored_answer(s, 2 * DAY), stored_answer(s, 5 * DAY)}
+        kept_keys = {stored_answer(s, dt.timedelta(hours=1))}
+    return World(
+        doomed,
+        kept,
+        doomed_events,
+        kept_events,
+        doomed_connections,
+        kept_connections,
+        doomed_keys,
+        kept_keys,
+    )
 
 
 #: What the world holds past retention: 4 notifications, 1+2+... see ``world``.
@@ -187,6 +216,7 @@ EXPECTED = {
     "websocket_connections": 1,
     "collapse_windows": 0,
     "rate_counters": 0,
+    "idempotency_keys": 2,
 }
 
 
@@ -216,6 +246,14 @@ def test_purge_deletes_rows_past_retention_and_keeps_the_rest(
     assert ids(clean_db, Notification.notification_id) == world.kept
     assert ids(clean_db, RealTimeEvent.event_id) == world.kept_events
     assert ids(clean_db, WebSocketConnection.connection_id) == world.kept_connections
+    with clean_db.connect() as conn:
+        keys = {
+            (r.api_key_id, r.idempotency_key)
+            for r in conn.execute(
+                sa.select(IdempotencyRecord.api_key_id, IdempotencyRecord.idempotency_key)
+            )
+        }
+    assert keys == world.kept_keys
     # Kept notifications keep every child; no orphan is left of the deleted ones.
     with clean_db.connect() as conn:
         parents = set(conn.scalars(sa.select(Delivery.notification_id)))
@@ -239,7 +277,12 @@ def test_dry_run_deletes_nothing_and_counts_what_the_purge_deletes(
 
 def test_zero_days_keeps_a_table(clean_db: Engine, world: World) -> None:
     report = retention(
-        clean_db, finished_days=0, failed_days=0, events_days=0, connections_days=0
+        clean_db,
+        finished_days=0,
+        failed_days=0,
+        events_days=0,
+        connections_days=0,
+        idempotency_days=0,
     ).purge()
     assert report.total == 0
     assert len(ids(clean_db, Notification.notification_id)) == len(world.doomed | world.kept)

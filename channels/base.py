@@ -177,7 +177,9 @@ class Provider(abc.ABC):
         """Hand several messages to the provider, each once: a receipt or the
         error of each, in order. The default sends them one by one; a provider
         that can do better in one round trip (the in-app channel's pipelined
-        PUBLISH) overrides it. Used for providers without ``concurrent_sends``."""
+        PUBLISH) overrides it. The deliverer hands a provider with
+        ``concurrent_sends`` one message at a time (one per sending thread), the
+        others a batch's messages at once."""
         results: list[Receipt | ChannelError] = []
         for message in messages:
             try:

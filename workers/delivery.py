@@ -383,55 +383,11 @@ class Deliverer:
 
     def _call(self, call: _Call) -> None:
         """One provider call; never raises (an error becomes the call's record)."""
-        plan = call.plan
-        provider = plan.provider
-        started = utcnow()
-        clock = time.perf_counter()
-        try:
-            problem = address_problem(plan.job.channel, call.message.to)
-            if problem is not None:
-                raise BadAddressError(problem, provider=provider.name)
-            receipt = provider.send(call.message)
-        except ChannelError as exc:
-            call.error = exc
-            call.record = _failed_record(exc, provider.name, started, clock)
-        except Exception as exc:
-            # An adapter let through something it does not map (a bug, a
-            # new SDK error). Treated as retryable, so that it counts
-            # against max_attempts and ends in the dead-letter queue
-            # instead of leaving the delivery stuck in 'sending'. Only the
-            # type is kept: SDK messages can quote addresses.
-            log.warning(
-                "notification %s delivery %s: unexpected %s from the %s adapter",
-                plan.job.notification_id,
-                plan.job.delivery_id,
-                type(exc).__name__,
-                provider.name,
-            )
-            wrapped = RetryableError(
-                f"unexpected {type(exc).__name__} from the {provider.name} adapter",
-                provider=provider.name,
-            )
-            call.error = wrapped
-            call.record = _failed_record(wrapped, provider.name, started, clock)
-        else:
-            call.receipt = receipt
-            call.record = AttemptRecord(
-                outcome=AttemptOutcome.DELIVERED if receipt.delivered else AttemptOutcome.SENT,
-                provider=receipt.provider,
-                started_at=started,
-                duration_ms=_elapsed_ms(clock),
-                response=receipt.response,
-                provider_message_id=receipt.provider_message_id,
-            )
-        call.seconds = time.perf_counter() - clock
-        record = call.record
-        self.metrics.attempt(
-            plan.job.channel.value, record.provider, record.outcome.value, call.seconds
-        )
+        self._call_many([call])
 
     def _call_many(self, calls: Sequence[_Call]) -> None:
-        """The calls of one provider in one :meth:`Provider.send_many`; never raises."""
+        """The calls of one provider in one :meth:`Provider.send_many` (for one call,
+        the provider's ``send``); never raises: each call gets its record."""
         provider = calls[0].plan.provider
         started = utcnow()
         clock = time.perf_counter()
@@ -443,16 +399,23 @@ class Deliverer:
             else:
                 call.error = BadAddressError(problem, provider=provider.name)
         try:
-            results: list[Receipt | ChannelError] = provider.send_many(
-                [c.message for c in sendable]
+            results: list[Receipt | ChannelError] = (
+                provider.send_many([c.message for c in sendable]) if sendable else []
             )
         except Exception as exc:
-            log.warning(
-                "%d deliveries: unexpected %s from the %s adapter",
-                len(sendable),
-                type(exc).__name__,
-                provider.name,
-            )
+            # An adapter let through something it does not map (a bug, a
+            # new SDK error). Treated as retryable, so that it counts
+            # against max_attempts and ends in the dead-letter queue
+            # instead of leaving the delivery stuck in 'sending'. Only the
+            # type is kept: SDK messages can quote addresses.
+            for call in sendable:
+                log.warning(
+                    "notification %s delivery %s: unexpected %s from the %s adapter",
+                    call.plan.job.notification_id,
+                    call.plan.job.delivery_id,
+                    type(exc).__name__,
+                    provider.name,
+                )
             wrapped = RetryableError(
                 f"unexpected {type(exc).__name__} from the {provider.name} adapter",
                 provider=provider.name,

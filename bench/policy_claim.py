@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import random
 import sys
 import time
@@ -29,14 +28,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clarion import migrate  # noqa: E402
+from bench.common import scratch_database  # noqa: E402
 from clarion.core.db import make_engine, session_factory  # noqa: E402
 from models.claims import Claims  # noqa: E402
 from models.policy import PolicyConfig  # noqa: E402
-
-ADMIN_URL = os.environ.get(
-    "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def fill(engine: sa.Engine, n: int, seed: int) -> None:
@@ -47,7 +42,7 @@ def fill(engine: sa.Engine, n: int, seed: int) -> None:
         outbid = conn.execute(
             sa.text(
                 "SELECT template_id FROM notification_templates"
-                " WHERE auction_type = 'english' AND event = 'outbid'"
+                " WHERE auction_type = 'english' AND event = 'outbid' AND locale = 'en'"
             )
         ).scalar_one()
         rows = []
@@ -88,13 +83,7 @@ def fill(engine: sa.Engine, n: int, seed: int) -> None:
 
 
 def run(n: int, batch: int, config: PolicyConfig | None) -> float:
-    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with scratch_database() as url:
         engine = make_engine(url)
         fill(engine, n, seed=7)
         claims = Claims(session_factory(engine), policy=config)
@@ -115,9 +104,6 @@ def run(n: int, batch: int, config: PolicyConfig | None) -> float:
         assert taken == n, taken
         engine.dispose()
         return elapsed
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

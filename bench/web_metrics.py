@@ -15,11 +15,9 @@ Run by hand; it prints its figures. Nothing here is a timed unit test.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,13 +25,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clarion import migrate  # noqa: E402
+from bench.common import scratch_database  # noqa: E402
 from clarion.core.db import make_engine, session_factory  # noqa: E402
 from clarion.metrics import RecordsCollector  # noqa: E402
-
-ADMIN_URL = os.environ.get(
-    "CLARION_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 SEED = [
     # One notification per i, mostly delivered, some failed or cancelled.
@@ -68,13 +62,7 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=7)
     args = parser.parse_args()
 
-    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with scratch_database() as url:
         engine = make_engine(url)
         started = time.perf_counter()
         with engine.begin() as conn:
@@ -100,9 +88,6 @@ def main() -> None:
             f"slowest {max(times) * 1000:.0f} ms over {args.scrapes} scrapes"
         )
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

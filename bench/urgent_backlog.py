@@ -30,6 +30,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import stop  # noqa: E402
 from channels.sandboxes.webhook import WebhookReceiver  # noqa: E402
 from clarion import migrate  # noqa: E402
 from clarion.core.db import make_engine  # noqa: E402
@@ -153,13 +154,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         print(f"routine delivered so far: {drained} in {elapsed:.1f} s ({drained / elapsed:.0f}/s)")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         receiver.stop()
         reset_settings(None)
         with admin.connect() as conn:
